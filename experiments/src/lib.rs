@@ -1,0 +1,1 @@
+//! The `meshsim` command line.

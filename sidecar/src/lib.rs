@@ -1,0 +1,1 @@
+//! Placeholder crate root; see ARCHITECTURE.md.
