@@ -224,7 +224,7 @@ fn csv_error(src: &Source<'_>, e: csv::Error) -> TraceError {
     TraceError::new(loc, TraceErrorKind::Malformed(msg))
 }
 
-fn field<'r>(rec: &'r csv::StringRecord, idx: usize) -> &'r str {
+fn field(rec: &csv::StringRecord, idx: usize) -> &str {
     rec.get(idx).unwrap_or("")
 }
 
