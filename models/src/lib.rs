@@ -1,1 +1,682 @@
-//! Placeholder crate root; see ARCHITECTURE.md.
+//! # meshsim-models
+//!
+//! Typed, validated parameters of the meshsim simulator. [`SimConfig::default()`] is the
+//! paper's setup (Cvetković & Klimovic, SoCC '25: 1 control-plane node + 10 workers, 10 cores
+//! and 64 GiB each, Knative 1.13 on Kubernetes 1.29, no mesh). Every field says where its value
+//! comes from:
+//!
+//! - **paper**: a measurement or setup fact from the paper (DESIGN.md's calibration table);
+//! - **knative** / **kubernetes**: a default of Knative 1.13 / Kubernetes 1.29 (MECHANISMS.md);
+//! - **anchored**: derived from a published figure named in the field's doc;
+//! - **assumed**: no source measured it; a plausible value, named as such so a sweep can vary it;
+//! - **fitted**: chosen so that the simulator, playing out its mechanisms, reaches a given
+//!   paper measurement; the doc says which measurement and how.
+//!
+//! Units live in the field names (`_ms`, `_us`, `_ns`, `_s`, `_gib`, `_mib`, `_millicores`).
+//!
+//! ```
+//! use meshsim_models::SimConfig;
+//! let cfg = SimConfig::from_toml_str("version = 1\n[cluster]\nworkers = 4\n", "example.toml").unwrap();
+//! assert_eq!(cfg.cluster.workers, 4);
+//! assert_eq!(cfg.knative.stable_window_s, 60);
+//! assert!(SimConfig::from_toml_str("version = 1\n[cluster]\nworkerz = 4\n", "bad.toml").is_err());
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The config schema version this crate reads and writes.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// An invalid or unreadable configuration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The text is not valid TOML for the schema (unknown field, wrong type, ...).
+    #[error("{file}:{line}:{column}: {message}")]
+    Parse {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// The `version` field names a schema this build does not know.
+    #[error("{file}: unsupported config version {found} (this build reads version {expected})")]
+    Version {
+        file: String,
+        found: u32,
+        expected: u32,
+    },
+    /// A field holds a value outside its allowed range.
+    #[error("{file}: `{field}` = {value} is out of range: allowed {allowed}")]
+    OutOfRange {
+        file: String,
+        field: &'static str,
+        value: String,
+        allowed: String,
+    },
+}
+
+/// How invocations are spread inside a trace minute (mirrors `meshsim_traces::ArrivalProcess`,
+/// which this leaf crate does not depend on).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArrivalProcess {
+    /// Exponential inter-arrival times rescaled to the minute (InVitro's default).
+    #[default]
+    Exponential,
+    /// Uniform inter-arrival times rescaled to the minute.
+    Uniform,
+    /// Evenly spaced inside the minute.
+    Equidistant,
+}
+
+impl ArrivalProcess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exponential => "exponential",
+            Self::Uniform => "uniform",
+            Self::Equidistant => "equidistant",
+        }
+    }
+}
+
+impl fmt::Display for ArrivalProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The whole simulator configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// Schema version; must be [`CONFIG_VERSION`].
+    pub version: u32,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+    #[serde(default)]
+    pub knative: KnativeConfig,
+    /// Arrival process inside each trace minute (InVitro default: exponential).
+    #[serde(default)]
+    pub arrivals: ArrivalProcess,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            version: CONFIG_VERSION,
+            cluster: ClusterConfig::default(),
+            kubernetes: KubernetesConfig::default(),
+            knative: KnativeConfig::default(),
+            arrivals: ArrivalProcess::default(),
+        }
+    }
+}
+
+/// Nodes, their capacity and the network between them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Worker nodes (paper: 10).
+    pub workers: u16,
+    /// Cores per worker (paper: 10).
+    pub cores_per_node: u32,
+    /// Memory per worker, GiB (paper: 64).
+    pub memory_gib: u32,
+    /// Cores of the control-plane node (paper: same machine type as the workers, 10).
+    pub control_plane_cores: u32,
+    /// Memory of the control-plane node, GiB (paper: 64).
+    pub control_plane_memory_gib: u32,
+    /// One-way latency of one network stack traversal between two pods, µs (assumed: a
+    /// same-rack LAN round trip of ~100 µs, halved). The mesh adds traversals of this cost.
+    pub network_hop_us: u64,
+    /// Memory used on every worker by the OS, kubelet and container runtime, GiB (assumed).
+    pub node_base_memory_gib: f64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            workers: 10,
+            cores_per_node: 10,
+            memory_gib: 64,
+            control_plane_cores: 10,
+            control_plane_memory_gib: 64,
+            network_hop_us: 50,
+            node_base_memory_gib: 1.0,
+        }
+    }
+}
+
+/// Which node a new pod goes to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SchedulerKind {
+    /// kube-scheduler's default `NodeResourcesFit` scoring: the node with the most free
+    /// (requested) CPU and memory, averaged (kubernetes default).
+    #[default]
+    LeastAllocated,
+    /// Bin packing: the feasible node with the least free CPU and memory.
+    MostAllocated,
+}
+
+/// The Kubernetes control plane and the pod start pipeline.
+///
+/// The control plane (API server + etcd + controllers + scheduler) is modelled as one FIFO
+/// server that commits `api_writes_per_s` object writes per second; every step of a pod start
+/// that writes an object waits in that queue. This is what bounds cold-start throughput.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// Object writes the control plane commits per second, end to end (API server, etcd and the
+    /// controllers' client-side rate limits together).
+    ///
+    /// **Fitted** to the paper's maximum cold-start throughput of 2.5/s without a mesh: a cold
+    /// start performs 10 writes on its critical path (see `meshsim_sim::kubernetes::ApiWrite`),
+    /// so the queue saturates at `api_writes_per_s / 10` cold starts per second; 25 writes/s puts
+    /// the knee at 2.5/s. `meshsim coldstart` reproduces the knee from this value.
+    pub api_writes_per_s: f64,
+    /// Control-plane CPU per committed write, µs (assumed: API server admission + etcd commit +
+    /// watch fan-out + controller reconcile, a few ms of CPU per object change). Reported as the
+    /// control-plane node's CPU.
+    pub api_write_cpu_us: u64,
+    /// Delay between an object write and the watching component acting on it (informer watch
+    /// event + work-queue hand-off), ms (assumed).
+    pub watch_delay_ms: u64,
+    /// The scheduler's placement policy (kubernetes default: least allocated).
+    pub scheduler: SchedulerKind,
+    /// Back-off of an unschedulable pod before the next attempt: starts at 1 s and doubles up to
+    /// this maximum, ms (kubernetes default `podMaxBackoffSeconds` = 10).
+    pub unschedulable_max_backoff_ms: u64,
+    /// Pod start pipeline timings.
+    pub pod_start: PodStartConfig,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            api_writes_per_s: 25.0,
+            api_write_cpu_us: 4_000,
+            watch_delay_ms: 10,
+            scheduler: SchedulerKind::LeastAllocated,
+            unschedulable_max_backoff_ms: 10_000,
+            pod_start: PodStartConfig::default(),
+        }
+    }
+}
+
+/// Node-side steps of a pod start (the control-plane writes between them are modelled in
+/// `meshsim_sim::kubernetes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PodStartConfig {
+    /// Pod sandbox creation (pause container, network namespace, CNI IP assignment), ms.
+    ///
+    /// **Fitted**: the residual that makes a cold start at 1 cold start/s take the paper's
+    /// 1.2 s without a mesh, given every other step of the pipeline (API writes at the fitted
+    /// throughput, two container starts, app init, readiness probing, activator probe, request
+    /// hops). Fitted by running `meshsim_sim::coldstart::run` at 1/s and adjusting this value
+    /// until the p50 cold-start latency was 1.2 s (±10 ms).
+    pub sandbox_create_ms: u64,
+    /// Create + start of one container, ms. **Anchored**: the paper measured 95 ms for the
+    /// init container and 81 ms for the Envoy sidecar; a plain container (user container,
+    /// queue-proxy) is taken as their mean, 88 ms.
+    pub container_start_ms: u64,
+    /// Time from the user container's start until its server answers, ms (assumed: a small
+    /// HTTP server such as the paper's SQRTSD function).
+    pub app_init_ms: u64,
+    /// Period at which the queue-proxy re-probes the user container until it answers, ms
+    /// (assumed: Knative's "aggressive" readiness probing when no `periodSeconds` is set, tens
+    /// of ms).
+    pub readiness_probe_period_ms: u64,
+}
+
+impl Default for PodStartConfig {
+    fn default() -> Self {
+        Self {
+            sandbox_create_ms: 190,
+            container_start_ms: 88,
+            app_init_ms: 50,
+            readiness_probe_period_ms: 50,
+        }
+    }
+}
+
+/// Knative Serving: KPA, activator, queue-proxy, ingress gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnativeConfig {
+    /// Target concurrent requests per pod (knative `container-concurrency-target-default`: 100).
+    pub target_concurrency: u32,
+    /// Fraction of the target the KPA aims for, % (knative
+    /// `container-concurrency-target-percentage`: 70).
+    pub target_utilization_pct: u32,
+    /// Stable window of the KPA, s (knative default 60).
+    pub stable_window_s: u32,
+    /// Panic window of the KPA, s (knative default 10 % of the stable window: 6).
+    pub panic_window_s: u32,
+    /// Panic threshold: panic when the panic-window concurrency per ready pod exceeds this
+    /// percentage of the (utilisation-adjusted) target (knative default 200).
+    pub panic_threshold_pct: u32,
+    /// Autoscaler tick, ms (knative default 2 s).
+    pub tick_ms: u64,
+    /// Scale-to-zero grace period after the stable window went idle, s (knative default 30).
+    pub scale_to_zero_grace_s: u32,
+    /// Largest scale-up factor per decision (knative `max-scale-up-rate`: 1000).
+    pub max_scale_up_rate: f64,
+    /// Largest scale-down divisor per decision (knative `max-scale-down-rate`: 2).
+    pub max_scale_down_rate: f64,
+    /// Target burst capacity (knative default 211): the activator stays on the request path
+    /// while `ready pods x per-pod capacity - panic concurrency < tbc` (proxy mode).
+    pub target_burst_capacity: u32,
+    /// Period of the activator's readiness probes of a new pod, ms (knative: 200).
+    pub activator_probe_period_ms: u64,
+    /// Timeout of one activator probe, ms (knative: 300).
+    pub activator_probe_timeout_ms: u64,
+    /// Request timeout: a request not answered after this long fails, s (knative revision
+    /// `timeoutSeconds` default 300).
+    pub request_timeout_s: u64,
+    /// Activator replicas (knative default minimum 1).
+    pub activator_replicas: u16,
+    /// Ingress gateway replicas (1 in the paper's setup).
+    pub gateway_replicas: u16,
+    /// Gateway CPU per request, µs. **Anchored**: the ingress gateway is an Envoy; Istio 1.20's
+    /// performance page gives 0.5 vCPU per 1000 rps per proxy = 500 µs per request.
+    pub gateway_cpu_us: u64,
+    /// Activator CPU per request it proxies, µs (assumed: a Go reverse proxy with request
+    /// accounting, lighter than Envoy).
+    pub activator_cpu_us: u64,
+    /// Queue-proxy CPU per request, µs (assumed: a Go reverse proxy with a breaker and metrics).
+    pub queue_proxy_cpu_us: u64,
+    /// CPU request of the user container for placement, millicores (assumed; InVitro-style
+    /// deployments set a small request).
+    pub user_cpu_request_millicores: u32,
+    /// CPU request of the queue-proxy, millicores (knative default `queue-sidecar-cpu-request`:
+    /// 25m).
+    pub queue_proxy_cpu_request_millicores: u32,
+    /// Memory request of the queue-proxy for placement, MiB (knative default: none).
+    pub queue_proxy_memory_request_mib: u32,
+    /// Resident memory of a queue-proxy, MiB (assumed: a small Go binary).
+    pub queue_proxy_rss_mib: u32,
+    /// Resident memory of the user container's runtime before any invocation, MiB (assumed).
+    pub user_runtime_rss_mib: u32,
+}
+
+impl Default for KnativeConfig {
+    fn default() -> Self {
+        Self {
+            target_concurrency: 100,
+            target_utilization_pct: 70,
+            stable_window_s: 60,
+            panic_window_s: 6,
+            panic_threshold_pct: 200,
+            tick_ms: 2_000,
+            scale_to_zero_grace_s: 30,
+            max_scale_up_rate: 1000.0,
+            max_scale_down_rate: 2.0,
+            target_burst_capacity: 211,
+            activator_probe_period_ms: 200,
+            activator_probe_timeout_ms: 300,
+            request_timeout_s: 300,
+            activator_replicas: 1,
+            gateway_replicas: 1,
+            gateway_cpu_us: 500,
+            activator_cpu_us: 300,
+            queue_proxy_cpu_us: 200,
+            user_cpu_request_millicores: 100,
+            queue_proxy_cpu_request_millicores: 25,
+            queue_proxy_memory_request_mib: 0,
+            queue_proxy_rss_mib: 30,
+            user_runtime_rss_mib: 20,
+        }
+    }
+}
+
+impl KnativeConfig {
+    /// Concurrency one pod is expected to carry: `target x utilisation` (70 by default).
+    pub fn pod_capacity(&self) -> f64 {
+        f64::from(self.target_concurrency) * f64::from(self.target_utilization_pct) / 100.0
+    }
+}
+
+/// Collects range checks with the file name for the messages.
+struct Check<'a> {
+    file: &'a str,
+}
+
+impl Check<'_> {
+    fn range<T: PartialOrd + fmt::Display + Copy>(
+        &self,
+        field: &'static str,
+        value: T,
+        lo: T,
+        hi: T,
+    ) -> Result<(), ConfigError> {
+        if value >= lo && value <= hi {
+            Ok(())
+        } else {
+            Err(ConfigError::OutOfRange {
+                file: self.file.to_owned(),
+                field,
+                value: value.to_string(),
+                allowed: format!("{lo} ..= {hi}"),
+            })
+        }
+    }
+
+    fn finite(&self, field: &'static str, value: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
+        if value.is_finite() {
+            self.range(field, value, lo, hi)
+        } else {
+            Err(ConfigError::OutOfRange {
+                file: self.file.to_owned(),
+                field,
+                value: value.to_string(),
+                allowed: format!("a finite number in {lo} ..= {hi}"),
+            })
+        }
+    }
+}
+
+impl SimConfig {
+    /// Parses TOML text (`file_name` is used in error messages) and validates the result.
+    pub fn from_toml_str(text: &str, file_name: &str) -> Result<Self, ConfigError> {
+        let cfg: SimConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Parse {
+                file: file_name.to_owned(),
+                line,
+                column,
+                message: e.message().to_owned(),
+            }
+        })?;
+        cfg.validate_in(file_name)?;
+        Ok(cfg)
+    }
+
+    /// Serialises to TOML (every field, so a result embeds the full config it came from).
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# config not serialisable: {e}"))
+    }
+
+    /// Checks every field against its allowed range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_in("<config>")
+    }
+
+    fn validate_in(&self, file: &str) -> Result<(), ConfigError> {
+        let c = Check { file };
+        if self.version != CONFIG_VERSION {
+            return Err(ConfigError::Version {
+                file: file.to_owned(),
+                found: self.version,
+                expected: CONFIG_VERSION,
+            });
+        }
+        let cl = &self.cluster;
+        c.range("cluster.workers", cl.workers, 1, 10_000)?;
+        c.range("cluster.cores_per_node", cl.cores_per_node, 1, 1024)?;
+        c.range("cluster.memory_gib", cl.memory_gib, 1, 65_536)?;
+        c.range(
+            "cluster.control_plane_cores",
+            cl.control_plane_cores,
+            1,
+            1024,
+        )?;
+        c.range(
+            "cluster.control_plane_memory_gib",
+            cl.control_plane_memory_gib,
+            1,
+            65_536,
+        )?;
+        c.range("cluster.network_hop_us", cl.network_hop_us, 0, 1_000_000)?;
+        c.finite(
+            "cluster.node_base_memory_gib",
+            cl.node_base_memory_gib,
+            0.0,
+            f64::from(cl.memory_gib),
+        )?;
+        let k = &self.kubernetes;
+        c.finite("kubernetes.api_writes_per_s", k.api_writes_per_s, 0.01, 1e6)?;
+        c.range(
+            "kubernetes.api_write_cpu_us",
+            k.api_write_cpu_us,
+            0,
+            10_000_000,
+        )?;
+        c.range("kubernetes.watch_delay_ms", k.watch_delay_ms, 0, 60_000)?;
+        c.range(
+            "kubernetes.unschedulable_max_backoff_ms",
+            k.unschedulable_max_backoff_ms,
+            1_000,
+            600_000,
+        )?;
+        let p = &k.pod_start;
+        c.range(
+            "kubernetes.pod_start.sandbox_create_ms",
+            p.sandbox_create_ms,
+            0,
+            600_000,
+        )?;
+        c.range(
+            "kubernetes.pod_start.container_start_ms",
+            p.container_start_ms,
+            0,
+            600_000,
+        )?;
+        c.range(
+            "kubernetes.pod_start.app_init_ms",
+            p.app_init_ms,
+            0,
+            600_000,
+        )?;
+        c.range(
+            "kubernetes.pod_start.readiness_probe_period_ms",
+            p.readiness_probe_period_ms,
+            1,
+            600_000,
+        )?;
+        let n = &self.knative;
+        c.range(
+            "knative.target_concurrency",
+            n.target_concurrency,
+            1,
+            100_000,
+        )?;
+        c.range(
+            "knative.target_utilization_pct",
+            n.target_utilization_pct,
+            1,
+            100,
+        )?;
+        c.range("knative.stable_window_s", n.stable_window_s, 6, 3_600)?;
+        c.range(
+            "knative.panic_window_s",
+            n.panic_window_s,
+            1,
+            n.stable_window_s,
+        )?;
+        c.range(
+            "knative.panic_threshold_pct",
+            n.panic_threshold_pct,
+            101,
+            100_000,
+        )?;
+        c.range("knative.tick_ms", n.tick_ms, 100, 60_000)?;
+        if n.tick_ms % 100 != 0 {
+            return Err(ConfigError::OutOfRange {
+                file: file.to_owned(),
+                field: "knative.tick_ms",
+                value: n.tick_ms.to_string(),
+                allowed: "a multiple of 100 in 100 ..= 60000".into(),
+            });
+        }
+        c.range(
+            "knative.scale_to_zero_grace_s",
+            n.scale_to_zero_grace_s,
+            0,
+            3_600,
+        )?;
+        c.finite("knative.max_scale_up_rate", n.max_scale_up_rate, 1.0, 1e6)?;
+        c.finite(
+            "knative.max_scale_down_rate",
+            n.max_scale_down_rate,
+            1.0,
+            1e6,
+        )?;
+        c.range(
+            "knative.target_burst_capacity",
+            n.target_burst_capacity,
+            0,
+            1_000_000,
+        )?;
+        c.range(
+            "knative.activator_probe_period_ms",
+            n.activator_probe_period_ms,
+            1,
+            60_000,
+        )?;
+        c.range(
+            "knative.activator_probe_timeout_ms",
+            n.activator_probe_timeout_ms,
+            1,
+            60_000,
+        )?;
+        c.range("knative.request_timeout_s", n.request_timeout_s, 1, 86_400)?;
+        c.range("knative.activator_replicas", n.activator_replicas, 1, 100)?;
+        c.range("knative.gateway_replicas", n.gateway_replicas, 1, 100)?;
+        c.range("knative.gateway_cpu_us", n.gateway_cpu_us, 0, 1_000_000)?;
+        c.range("knative.activator_cpu_us", n.activator_cpu_us, 0, 1_000_000)?;
+        c.range(
+            "knative.queue_proxy_cpu_us",
+            n.queue_proxy_cpu_us,
+            0,
+            1_000_000,
+        )?;
+        let node_millicores = cl.cores_per_node.saturating_mul(1000);
+        c.range(
+            "knative.user_cpu_request_millicores",
+            n.user_cpu_request_millicores,
+            0,
+            node_millicores,
+        )?;
+        c.range(
+            "knative.queue_proxy_cpu_request_millicores",
+            n.queue_proxy_cpu_request_millicores,
+            0,
+            node_millicores,
+        )?;
+        c.range(
+            "knative.queue_proxy_memory_request_mib",
+            n.queue_proxy_memory_request_mib,
+            0,
+            cl.memory_gib.saturating_mul(1024),
+        )?;
+        c.range(
+            "knative.queue_proxy_rss_mib",
+            n.queue_proxy_rss_mib,
+            0,
+            65_536,
+        )?;
+        c.range(
+            "knative.user_runtime_rss_mib",
+            n.user_runtime_rss_mib,
+            0,
+            65_536,
+        )?;
+        Ok(())
+    }
+}
+
+/// 1-based line and column of byte offset `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let at = at.min(text.len());
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(at, |p| at - p - 1) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_round_trips() {
+        let cfg = SimConfig::default();
+        cfg.validate().unwrap();
+        let text = cfg.to_toml_string();
+        let back = SimConfig::from_toml_str(&text, "rt.toml").unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn paper_setup_defaults() {
+        let cfg = SimConfig::default();
+        assert_eq!(cfg.cluster.workers, 10);
+        assert_eq!(cfg.cluster.cores_per_node, 10);
+        assert_eq!(cfg.cluster.memory_gib, 64);
+        assert_eq!(cfg.knative.target_concurrency, 100);
+        assert_eq!(cfg.knative.target_utilization_pct, 70);
+        assert_eq!(cfg.knative.panic_window_s, 6);
+        assert_eq!(cfg.knative.scale_to_zero_grace_s, 30);
+        assert_eq!(cfg.knative.pod_capacity(), 70.0);
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_column() {
+        let err = SimConfig::from_toml_str("version = 1\n[knative]\n  tik_ms = 5\n", "x.toml")
+            .unwrap_err();
+        match err {
+            ConfigError::Parse {
+                file, line, column, ..
+            } => {
+                assert_eq!(file, "x.toml");
+                assert_eq!(line, 3);
+                assert_eq!(column, 3);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_version_is_an_error() {
+        assert!(matches!(
+            SimConfig::from_toml_str("[cluster]\nworkers = 3\n", "v.toml"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            SimConfig::from_toml_str("version = 7\n", "v.toml"),
+            Err(ConfigError::Version { found: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn out_of_range_names_field_and_range() {
+        let err = SimConfig::from_toml_str("version = 1\n[cluster]\nworkers = 0\n", "r.toml")
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("cluster.workers"), "{msg}");
+        assert!(msg.contains("1 ..= 10000"), "{msg}");
+        let err = SimConfig::from_toml_str(
+            "version = 1\n[kubernetes]\napi_writes_per_s = nan\n",
+            "r.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("kubernetes.api_writes_per_s"));
+    }
+
+    #[test]
+    fn tagged_scheduler_and_arrivals() {
+        let cfg = SimConfig::from_toml_str(
+            "version = 1\narrivals = \"equidistant\"\n[kubernetes.scheduler]\nkind = \"most-allocated\"\n",
+            "s.toml",
+        )
+        .unwrap();
+        assert_eq!(cfg.kubernetes.scheduler, SchedulerKind::MostAllocated);
+        assert_eq!(cfg.arrivals, ArrivalProcess::Equidistant);
+    }
+}
