@@ -506,7 +506,7 @@ impl SimConfig {
             100_000,
         )?;
         c.range("knative.tick_ms", n.tick_ms, 100, 60_000)?;
-        if n.tick_ms % 100 != 0 {
+        if !n.tick_ms.is_multiple_of(100) {
             return Err(ConfigError::OutOfRange {
                 file: file.to_owned(),
                 field: "knative.tick_ms",
