@@ -1,0 +1,333 @@
+//! (5) Global rate limit, as Envoy's rate-limit service does it: a fixed window per key in
+//! Redis, `INCRBY key 1` + `EXPIRE key window` pipelined, over the limit -> 429. A local token
+//! bucket in front refuses bursts without a Redis round trip. When Redis is unreachable or
+//! slower than `redis_timeout_ms`, the request is let through (`failure_mode = "open"`) or
+//! refused with 503 (`"closed"`); either way it is counted and logged (rate-limited to one line
+//! per second).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderName, StatusCode};
+use redis::aio::MultiplexedConnection;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::config::{FailureMode, RateLimitKey, RateLimitPolicy, TokenBucket};
+use crate::http::{Req, Resp, conn_info, local_reply};
+use crate::stats::Stats;
+
+/// A token bucket (integer arithmetic in micro-tokens).
+#[derive(Debug)]
+pub struct Bucket {
+    capacity_micro: u64,
+    refill_micro_per_s: u64,
+    state: Mutex<(u64, Instant)>,
+}
+
+impl Bucket {
+    /// Full bucket.
+    pub fn new(cfg: &TokenBucket) -> Bucket {
+        let capacity_micro = cfg.capacity.saturating_mul(1_000_000);
+        Bucket {
+            capacity_micro,
+            refill_micro_per_s: cfg.refill_per_s.saturating_mul(1_000_000),
+            state: Mutex::new((capacity_micro, Instant::now())),
+        }
+    }
+
+    /// Take one token at `now`.
+    pub fn try_take(&self, now: Instant) -> bool {
+        let Ok(mut st) = self.state.lock() else {
+            return true;
+        };
+        let elapsed_us = now.saturating_duration_since(st.1).as_micros() as u64;
+        let add = elapsed_us.saturating_mul(self.refill_micro_per_s) / 1_000_000;
+        if add > 0 {
+            st.0 = (st.0.saturating_add(add)).min(self.capacity_micro);
+            st.1 = now;
+        }
+        if st.0 >= 1_000_000 {
+            st.0 -= 1_000_000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A lazily (re)connecting Redis handle: after a failure, no new connection attempt is made
+/// for `backoff`, so an outage costs requests nothing but a lock.
+pub struct RedisHandle {
+    client: Option<redis::Client>,
+    timeout: Duration,
+    backoff: Duration,
+    state: Mutex<(Option<MultiplexedConnection>, Option<Instant>)>,
+}
+
+impl std::fmt::Debug for RedisHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHandle").finish_non_exhaustive()
+    }
+}
+
+impl RedisHandle {
+    /// Handle for `url` (an unparsable URL behaves as an unreachable server).
+    pub fn new(url: &str, timeout: Duration) -> RedisHandle {
+        RedisHandle {
+            client: redis::Client::open(url).ok(),
+            timeout,
+            backoff: Duration::from_millis(500),
+            state: Mutex::new((None, None)),
+        }
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, String> {
+        {
+            let st = self.state.lock().map_err(|_| "poisoned".to_owned())?;
+            if let Some(c) = &st.0 {
+                return Ok(c.clone());
+            }
+            if let Some(until) = st.1
+                && Instant::now() < until
+            {
+                return Err("redis unavailable (backing off)".into());
+            }
+        }
+        let client = self.client.as_ref().ok_or("bad redis url")?;
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        match client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+        {
+            Ok(c) => {
+                if let Ok(mut st) = self.state.lock() {
+                    st.0 = Some(c.clone());
+                    st.1 = None;
+                }
+                Ok(c)
+            }
+            Err(e) => {
+                self.mark_failed();
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn mark_failed(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.0 = None;
+            st.1 = Some(Instant::now() + self.backoff);
+        }
+    }
+
+    /// `INCRBY key 1; EXPIRE key ttl_s` pipelined; returns the new count.
+    pub async fn incr(&self, key: &str, ttl_s: u64) -> Result<u64, String> {
+        let mut conn = self.connection().await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("INCRBY")
+            .arg(key)
+            .arg(1)
+            .cmd("EXPIRE")
+            .arg(key)
+            .arg(ttl_s)
+            .ignore();
+        match tokio::time::timeout(self.timeout, pipe.query_async::<(u64,)>(&mut conn)).await {
+            Ok(Ok((n,))) => Ok(n),
+            Ok(Err(e)) => {
+                self.mark_failed();
+                Err(e.to_string())
+            }
+            Err(_) => {
+                self.mark_failed();
+                Err("redis timeout".into())
+            }
+        }
+    }
+}
+
+struct Shared {
+    function: String,
+    limit: u64,
+    window_s: u64,
+    key: RateLimitKey,
+    key_header: Option<HeaderName>,
+    failure_mode: FailureMode,
+    local: Option<Bucket>,
+    redis: RedisHandle,
+    stats: Arc<Stats>,
+}
+
+/// Layer for the global rate limit.
+#[derive(Clone)]
+pub struct RateLimitLayer(Arc<Shared>);
+
+impl std::fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitLayer").finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayer {
+    /// From the policy.
+    pub fn new(function: &str, p: &RateLimitPolicy, stats: Arc<Stats>) -> RateLimitLayer {
+        let key_header = match &p.key {
+            RateLimitKey::Header { name } => HeaderName::from_bytes(name.as_bytes()).ok(),
+            _ => None,
+        };
+        RateLimitLayer(Arc::new(Shared {
+            function: function.to_owned(),
+            limit: p.requests_per_window,
+            window_s: p.window_s,
+            key: p.key.clone(),
+            key_header,
+            failure_mode: p.failure_mode,
+            local: p.local.as_ref().map(Bucket::new),
+            redis: RedisHandle::new(&p.redis_url, Duration::from_millis(p.redis_timeout_ms)),
+            stats,
+        }))
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            shared: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// The rate-limit service.
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    shared: Arc<Shared>,
+    inner: S,
+}
+
+impl<S> std::fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn key_for(&self, req: &Req) -> String {
+        let part: String = match &self.key {
+            RateLimitKey::Global => "global".into(),
+            RateLimitKey::Source => match conn_info(req) {
+                Some(c) => match &c.peer {
+                    Some(id) => id.to_string(),
+                    None => c.remote.ip().to_string(),
+                },
+                None => "-".into(),
+            },
+            RateLimitKey::Header { .. } => self
+                .key_header
+                .as_ref()
+                .and_then(|h| req.headers().get(h))
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(128).collect())
+                .unwrap_or_else(|| "-".into()),
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let window = now / self.window_s;
+        format!("meshsim_rl:{}:{}:{}", self.function, part, window)
+    }
+}
+
+fn too_many(by: &'static str) -> Resp {
+    let mut r = local_reply(StatusCode::TOO_MANY_REQUESTS, by, "rate limited");
+    r.headers_mut().insert(
+        "x-envoy-ratelimited",
+        http::HeaderValue::from_static("true"),
+    );
+    r
+}
+
+impl<S> Service<Req> for RateLimit<S>
+where
+    S: Service<Req, Response = Resp, Error = std::convert::Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Resp;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Resp, std::convert::Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = self.shared.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            if let Some(bucket) = &shared.local
+                && !bucket.try_take(Instant::now())
+            {
+                shared.stats.rate_limited_local.inc();
+                return Ok(too_many("local_rate_limit"));
+            }
+            let key = shared.key_for(&req);
+            match shared.redis.incr(&key, shared.window_s).await {
+                Ok(n) if n > shared.limit => {
+                    shared.stats.rate_limited.inc();
+                    return Ok(too_many("rate_limit"));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    shared.stats.redis_errors.inc();
+                    crate::diag::warn_limited(
+                        "ratelimit_redis_unavailable",
+                        &format!(
+                            "{e}; failure_mode={}",
+                            match shared.failure_mode {
+                                FailureMode::Open => "open (allowing)",
+                                FailureMode::Closed => "closed (refusing)",
+                            }
+                        ),
+                    );
+                    if shared.failure_mode == FailureMode::Closed {
+                        return Ok(local_reply(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "rate_limit",
+                            "rate limit service unavailable",
+                        ));
+                    }
+                }
+            }
+            inner.oneshot(req).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_refills_at_the_configured_rate() {
+        let b = Bucket::new(&TokenBucket {
+            capacity: 2,
+            refill_per_s: 10,
+        });
+        let t0 = Instant::now();
+        assert!(b.try_take(t0));
+        assert!(b.try_take(t0));
+        assert!(!b.try_take(t0));
+        assert!(!b.try_take(t0 + Duration::from_millis(50)));
+        assert!(b.try_take(t0 + Duration::from_millis(100)));
+        assert!(!b.try_take(t0 + Duration::from_millis(100)));
+        // Never above capacity after a long pause.
+        let later = t0 + Duration::from_secs(60);
+        assert!(b.try_take(later) && b.try_take(later) && !b.try_take(later));
+    }
+}
