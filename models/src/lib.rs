@@ -232,15 +232,21 @@ pub struct PodStartConfig {
     /// (assumed: Knative's "aggressive" readiness probing when no `periodSeconds` is set, tens
     /// of ms).
     pub readiness_probe_period_ms: u64,
+    /// Spread of the node-side step times (sandbox create, container starts, app init): each
+    /// is multiplied by a factor drawn uniformly from `[1 - j, 1 + j]`, `j` = this / 100
+    /// (assumed: real pod starts vary by tens of ms; without spread, equidistant cold starts
+    /// would hit the control-plane queue in a fixed phase). 0 makes the pipeline exact.
+    pub jitter_pct: u32,
 }
 
 impl Default for PodStartConfig {
     fn default() -> Self {
         Self {
-            sandbox_create_ms: 190,
+            sandbox_create_ms: 500,
             container_start_ms: 88,
             app_init_ms: 50,
             readiness_probe_period_ms: 50,
+            jitter_pct: 10,
         }
     }
 }
@@ -303,6 +309,17 @@ pub struct KnativeConfig {
     pub queue_proxy_rss_mib: u32,
     /// Resident memory of the user container's runtime before any invocation, MiB (assumed).
     pub user_runtime_rss_mib: u32,
+    /// CPU request of an activator replica, millicores (knative `serving-core.yaml`: 300m).
+    pub activator_cpu_request_millicores: u32,
+    /// Memory request (and modelled resident memory) of an activator replica, MiB (knative
+    /// `serving-core.yaml`: 60Mi).
+    pub activator_memory_request_mib: u32,
+    /// CPU request of an ingress gateway replica, millicores (istio `istio-ingressgateway`
+    /// default: 100m).
+    pub gateway_cpu_request_millicores: u32,
+    /// Memory request (and modelled resident memory) of an ingress gateway replica, MiB (istio
+    /// default: 128Mi).
+    pub gateway_memory_request_mib: u32,
 }
 
 impl Default for KnativeConfig {
@@ -331,6 +348,10 @@ impl Default for KnativeConfig {
             queue_proxy_memory_request_mib: 0,
             queue_proxy_rss_mib: 30,
             user_runtime_rss_mib: 20,
+            activator_cpu_request_millicores: 300,
+            activator_memory_request_mib: 60,
+            gateway_cpu_request_millicores: 100,
+            gateway_memory_request_mib: 128,
         }
     }
 }

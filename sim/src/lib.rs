@@ -1,1 +1,185 @@
-//! Placeholder crate root; see ARCHITECTURE.md.
+//! # meshsim-sim
+//!
+//! A deterministic discrete-event simulator of a Knative-on-Kubernetes cluster (1 control-plane
+//! node + N workers) replaying an Azure Functions trace, built so that a service mesh can be
+//! plugged into its request path, pod pipeline and control plane ([`mesh::SidecarModel`]).
+//!
+//! - [`time`], [`queue`]: integer-ns time and the `(time, seq)` event queue; trace arrivals are
+//!   pulled from the ordered [`meshsim_traces::ArrivalStream`], never pre-pushed.
+//! - [`cpu`]: processor sharing per node (virtual time + min-heap of finish tags).
+//! - [`kubernetes`]: the control plane as a FIFO of object writes, the [`kubernetes::Scheduler`]
+//!   trait, the pod start pipeline ([`kubernetes::PodStep`]).
+//! - [`knative`]: the KPA ([`knative::Autoscaler`]), its concurrency metric, proxy/serve mode.
+//! - [`engine`]: the event loop, the request path, activator buffering and probing, failures.
+//! - [`metrics`], [`hist`]: the summary (DESIGN.md's `summary.json` object), per-invocation
+//!   records, per-(node, second) CPU by category and memory, log-bucketed histograms.
+//! - [`coldstart`]: the cold-start microbenchmark.
+//!
+//! Determinism: one root seed; every random draw comes from a named stream
+//! ([`meshsim_traces::rng::stream`]); no wall clock, no hash-map iteration. The digest in
+//! [`RunResult`] (FNV-1a over `(time, kind, ids)` of every processed event) lets a test compare
+//! two runs event by event.
+//!
+//! # Calibration (what was fitted, and how)
+//! Two parameters are fitted to the paper's no-mesh cold-start measurements; everything else
+//! is a Knative/Kubernetes default, a paper measurement or a documented assumption (see
+//! `meshsim_models`):
+//! 1. `kubernetes.api_writes_per_s` = 25: a cold start makes 10 control-plane writes
+//!    ([`kubernetes`]), so the write queue saturates at 25 / 10 = 2.5 cold starts/s, the
+//!    paper's maximum cold-start throughput. Above it the queue, and so the latency, grows
+//!    without bound (`coldstart::run` at 3/s shows it).
+//! 2. `kubernetes.pod_start.sandbox_create_ms`: the residual that brings the p50 cold-start
+//!    latency at 1 cold start/s to the paper's 1.2 s given every other step (7 writes on the
+//!    critical path at 40 ms each plus queueing, 7 watch delays, two 88 ms container starts,
+//!    probes and hops); found by running [`coldstart::run`] at 1/s.
+//!
+//! ```
+//! use meshsim_sim::{run, RunOptions};
+//! use std::sync::Arc;
+//! let trace = meshsim_traces::embedded::load("invitro-example").unwrap().unwrap();
+//! let trace = Arc::new(trace.window(2).unwrap());
+//! let cfg = meshsim_models::SimConfig::default();
+//! let opts = RunOptions { seed: 1, replication: 0, record_invocations: false };
+//! let r = run(trace, &cfg, &opts, &mut |_, _| {}).unwrap();
+//! assert_eq!(r.summary.invocations, r.summary.completed + r.summary.failed);
+//! ```
+
+pub mod coldstart;
+pub mod cpu;
+pub mod engine;
+pub mod hist;
+pub mod knative;
+pub mod kubernetes;
+pub mod mesh;
+pub mod metrics;
+pub mod queue;
+pub mod time;
+
+pub use engine::{AutoscalerRecord, FunctionSpec, PodRecord, SimOptions, Simulation};
+pub use metrics::{
+    CpuByCategory, FailureReason, InvocationRecord, NodeSecond, ScenarioSummary, XdsSummary,
+};
+pub use time::SimTime;
+
+use meshsim_models::SimConfig;
+use meshsim_traces::{ArrivalConfig, ArrivalStream, Trace};
+use std::sync::Arc;
+
+/// Why a run could not start.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    #[error("invalid config: {0}")]
+    Config(#[from] meshsim_models::ConfigError),
+    #[error("trace {trace}: {message}")]
+    Trace { trace: String, message: String },
+}
+
+/// Options of [`run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunOptions {
+    pub seed: u64,
+    pub replication: u32,
+    /// Keep the per-invocation table; when off, memory does not grow with the trace length.
+    pub record_invocations: bool,
+}
+
+/// The outcome of [`run`].
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub summary: ScenarioSummary,
+    pub invocations: Option<Vec<InvocationRecord>>,
+    /// One row per (second, node), node 0 being the control plane.
+    pub node_seconds: Vec<NodeSecond>,
+    /// Events processed (arrivals included, superseded CPU completions excluded).
+    pub events: u64,
+    /// FNV-1a over `(time, kind, ids)` of every processed event.
+    pub digest: u64,
+    /// Arrived but unfinished when the run stopped (0 for a full replay).
+    pub in_flight: u64,
+    /// Pods started (cold starts of pods, not of invocations).
+    pub pods_started: u64,
+    /// Control-plane writes committed.
+    pub api_writes: u64,
+    /// Simulated time at the end of the run.
+    pub end: SimTime,
+}
+
+/// The functions of a trace as the engine needs them: the memory request of function `i` is
+/// its largest memory percentile (Azure's `AverageAllocatedMb_pct100`, MB taken as MiB).
+pub fn function_specs(trace: &Trace) -> Vec<FunctionSpec> {
+    trace
+        .functions
+        .iter()
+        .map(|f| FunctionSpec {
+            memory_request_mib: f.memory.percentiles_mb[7].ceil().max(1.0) as u64,
+        })
+        .collect()
+}
+
+/// The arrival process of the models crate as the traces crate spells it.
+pub fn arrival_process(p: meshsim_models::ArrivalProcess) -> meshsim_traces::ArrivalProcess {
+    match p {
+        meshsim_models::ArrivalProcess::Exponential => meshsim_traces::ArrivalProcess::Exponential,
+        meshsim_models::ArrivalProcess::Uniform => meshsim_traces::ArrivalProcess::Uniform,
+        meshsim_models::ArrivalProcess::Equidistant => meshsim_traces::ArrivalProcess::Equidistant,
+    }
+}
+
+/// Replays `trace` (all its minutes; apply `Trace::window` first) on a cluster without a
+/// mesh. `progress(done, total)` is called every few thousand finished invocations and at the
+/// end.
+pub fn run(
+    trace: Arc<Trace>,
+    cfg: &SimConfig,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RunResult, SimError> {
+    run_with_mesh(trace, cfg, opts, Box::new(mesh::NoMesh), progress)
+}
+
+/// [`run`] with a mesh model plugged in.
+pub fn run_with_mesh(
+    trace: Arc<Trace>,
+    cfg: &SimConfig,
+    opts: &RunOptions,
+    mesh: Box<dyn mesh::SidecarModel>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RunResult, SimError> {
+    cfg.validate()?;
+    if trace.functions.is_empty() {
+        return Err(SimError::Trace {
+            trace: trace.source.clone(),
+            message: "the trace has no functions".into(),
+        });
+    }
+    let specs = function_specs(&trace);
+    let sim_opts = SimOptions {
+        seed: opts.seed,
+        replication: opts.replication,
+        record_invocations: opts.record_invocations,
+        window_s: Some(u64::from(trace.minutes) * 60),
+        ..SimOptions::default()
+    };
+    let arrivals = ArrivalStream::new(
+        trace,
+        ArrivalConfig {
+            process: arrival_process(cfg.arrivals),
+            seed: opts.seed,
+            replication: opts.replication,
+        },
+    );
+    let total = arrivals.total();
+    let r = Simulation::new(cfg, &specs, mesh, sim_opts).run(arrivals, total, progress);
+    Ok(RunResult {
+        summary: r.summary,
+        invocations: r.invocations,
+        node_seconds: r.node_seconds,
+        events: r.events,
+        digest: r.digest,
+        in_flight: r.in_flight,
+        pods_started: r.pods_started,
+        api_writes: r.api_writes,
+        end: r.end,
+    })
+}

@@ -1,0 +1,1442 @@
+//! The simulation engine: one event loop over the cluster, Kubernetes and Knative models.
+//!
+//! # Nodes
+//! Node 0 is the control plane; workers are nodes `1..=workers`. Each worker runs a
+//! processor-sharing CPU ([`crate::cpu`]); the control plane's API work is a FIFO server
+//! ([`crate::kubernetes::ControlPlane`]) whose CPU is reported on node 0.
+//!
+//! # A request's path (no mesh)
+//! arrival -> gateway CPU (`gateway_cpu_us`) -> *route*: in proxy mode (or when no pod is
+//! routable) a network hop to the activator and its CPU (`activator_cpu_us`) -> *dispatch*: a
+//! routable pod is picked (power of two choices on in-flight requests, stream `activator/lb`)
+//! or the request is buffered until one becomes routable -> a network hop to the pod ->
+//! queue-proxy CPU (`queue_proxy_cpu_us`) -> the function executes (CPU-bound, processor
+//! sharing on the pod's node) -> the response travels back over the same hops (latency only;
+//! proxies' CPU per request covers both directions). A mesh inserts sidecar hops through
+//! [`SidecarModel::hop`]. Every CPU step is a job on its node's processor sharing, so proxy
+//! CPU and function executions slow each other down.
+//!
+//! Failures: a request still buffered `request_timeout_s` after its arrival fails
+//! (`no-capacity` when its revision has unschedulable pods and none ready, `timeout`
+//! otherwise); a request answered after the timeout is counted as a `timeout` failure.
+
+use crate::cpu::{CpuCategory, JobOwner, NodeCpu};
+use crate::knative::{Autoscaler, ConcurrencyWindow, DataPathMode, Kpa, ScaleInput};
+use crate::kubernetes::{
+    ApiWrite, ControlPlane, NodeAlloc, Placement, PodResources, PodStep, Scheduler, WriteOwner,
+    WriteRequest, scheduler_for,
+};
+use crate::mesh::{ClusterEvent, ContainerKind, ContainerSpec, HopPoint, SidecarModel};
+use crate::metrics::{
+    ColdStartSummary, Collector, FailureReason, InvocationRecord, NodeSecond, NodeSeries,
+    SLOWDOWN_SCALE, ScenarioSummary, SimStats, SlowdownSummary, p50_p95,
+};
+use crate::queue::EventQueue;
+use crate::time::{MS, SEC, SimTime, US};
+use meshsim_models::SimConfig;
+use meshsim_traces::Invocation;
+use meshsim_traces::rng::{Rng, stream};
+use rand::Rng as _;
+use std::collections::VecDeque;
+
+/// What the engine needs to know about a function before its first invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionSpec {
+    /// Memory request of its user container, MiB (placement).
+    pub memory_request_mib: u64,
+}
+
+/// Engine options beyond the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SimOptions {
+    pub seed: u64,
+    pub replication: u32,
+    /// Keep one [`InvocationRecord`] per invocation.
+    pub record_invocations: bool,
+    /// Keep one [`PodRecord`] per pod started.
+    pub record_pods: bool,
+    /// Keep the autoscaler's decisions that changed something.
+    pub record_autoscaler: bool,
+    /// Stop at this time; requests not finished by then are "in flight".
+    pub horizon: Option<SimTime>,
+    /// Stop as soon as every arrival is finished (do not play out scale-downs).
+    pub stop_when_drained: bool,
+    /// Seconds `[0, window_s)` over which the per-node CPU/memory percentiles are taken
+    /// (`None`: every simulated second).
+    pub window_s: Option<u64>,
+}
+
+/// One pod's life (optional output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PodRecord {
+    pub pod: u32,
+    pub function: u32,
+    pub node: Option<u16>,
+    pub created_ns: u64,
+    /// When the activator could first route to it.
+    pub routable_ns: Option<u64>,
+    pub deleted_ns: Option<u64>,
+}
+
+/// One autoscaler decision that changed the desired scale or the panic state.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct AutoscalerRecord {
+    pub at_ns: u64,
+    pub function: u32,
+    pub ready_pods: u32,
+    pub stable_concurrency: f64,
+    pub panic_concurrency: f64,
+    pub desired: u32,
+    pub panicking: bool,
+    pub serve_mode: bool,
+}
+
+/// The result of one run (see also [`crate::RunResult`]).
+#[derive(Debug, Clone)]
+pub struct EngineResult {
+    pub summary: ScenarioSummary,
+    pub invocations: Option<Vec<InvocationRecord>>,
+    pub node_seconds: Vec<NodeSecond>,
+    pub events: u64,
+    pub digest: u64,
+    /// Arrived but neither completed nor failed when the run stopped.
+    pub in_flight: u64,
+    pub arrived: u64,
+    pub pods_started: u64,
+    pub api_writes: u64,
+    pub end: SimTime,
+    pub pods: Option<Vec<PodRecord>>,
+    pub autoscaler: Option<Vec<AutoscalerRecord>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Ev {
+    Step { slot: u32, tag: u32 },
+    Cpu { node: u16, epoch: u32 },
+    ApiDone,
+    Pod { pod: u32 },
+    Rev { rev: u32 },
+    Tick,
+    Timeout { slot: u32, tag: u32 },
+}
+
+impl Ev {
+    fn code(&self) -> (u8, u64, u64) {
+        match *self {
+            Ev::Step { slot, tag } => (1, slot.into(), tag.into()),
+            Ev::Cpu { node, epoch } => (2, node.into(), epoch.into()),
+            Ev::ApiDone => (3, 0, 0),
+            Ev::Pod { pod } => (4, pod.into(), 0),
+            Ev::Rev { rev } => (5, rev.into(), 0),
+            Ev::Tick => (6, 0, 0),
+            Ev::Timeout { slot, tag } => (7, slot.into(), tag.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Cpu {
+        node: u16,
+        work_ns: u64,
+        cat: CpuCategory,
+    },
+    Delay(u64),
+    Route,
+    Dispatch,
+    Exec,
+    Finish,
+}
+
+const MAX_STEPS: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqState {
+    Free,
+    Active,
+    Buffered,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Req {
+    tag: u32,
+    state: ReqState,
+    function: u32,
+    arrival: u64,
+    exec_ns: u64,
+    memory_mb: f32,
+    steps: [Step; MAX_STEPS],
+    n: u8,
+    i: u8,
+    pod: u32,
+    in_knative: bool,
+    cold: bool,
+    buffered_at: u64,
+    cold_ns: u64,
+    queue_ns: u64,
+    exec_start: u64,
+    return_ns: u64,
+}
+
+const NO_POD: u32 = u32::MAX;
+
+impl Req {
+    fn empty() -> Self {
+        Self {
+            tag: 0,
+            state: ReqState::Free,
+            function: 0,
+            arrival: 0,
+            exec_ns: 0,
+            memory_mb: 0.0,
+            steps: [Step::Finish; MAX_STEPS],
+            n: 0,
+            i: 0,
+            pod: NO_POD,
+            in_knative: false,
+            cold: false,
+            buffered_at: 0,
+            cold_ns: 0,
+            queue_ns: 0,
+            exec_start: 0,
+            return_ns: 0,
+        }
+    }
+
+    fn set_steps(&mut self, steps: &[Step]) {
+        self.steps[..steps.len()].copy_from_slice(steps);
+        self.n = steps.len() as u8;
+        self.i = 0;
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Pod {
+    rev: u32,
+    node: Option<u16>,
+    step: PodStep,
+    in_flight: u32,
+    res: PodResources,
+    /// Resident memory on its node, MiB.
+    rss_mib: f64,
+    footprint_mib: f64,
+    user_started: u64,
+    app_ready_at: u64,
+    backoff_ns: u64,
+    routable_at: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Rev {
+    active: bool,
+    target: u32,
+    /// Pods asked for and not terminating.
+    live: u32,
+    /// Pods with a ready endpoint, not terminating.
+    ready: u32,
+    unschedulable: u32,
+    routable: Vec<u32>,
+    buffer: VecDeque<(u32, u32)>,
+    buffered_live: u32,
+    window: ConcurrencyWindow,
+    mode: DataPathMode,
+    /// Step of the revision-level scale writes in progress.
+    chain: Option<u8>,
+    res: PodResources,
+    last_desired: u32,
+    last_panicking: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    cpu: NodeCpu,
+    series: NodeSeries,
+    mem_mib: f64,
+    mem_last: u64,
+}
+
+const CHAIN: [ApiWrite; 3] = [
+    ApiWrite::PodAutoscalerStatus,
+    ApiWrite::DeploymentScale,
+    ApiWrite::ReplicaSetScale,
+];
+
+/// The simulation.
+#[derive(Debug)]
+pub struct Simulation {
+    cfg: SimConfig,
+    opts: SimOptions,
+    q: EventQueue<Ev>,
+    now: u64,
+    events: u64,
+    digest: u64,
+    nodes: Vec<Node>,
+    alloc: Vec<NodeAlloc>,
+    cp: ControlPlane,
+    scheduler: Box<dyn Scheduler>,
+    autoscaler: Box<dyn Autoscaler>,
+    mesh: Box<dyn SidecarModel>,
+    injected: Vec<ContainerSpec>,
+    reqs: Vec<Req>,
+    free: Vec<u32>,
+    pods: Vec<Pod>,
+    revs: Vec<Rev>,
+    active_revs: Vec<u32>,
+    tick_pending: bool,
+    gateways: Vec<u16>,
+    activators: Vec<u16>,
+    rr_gateway: usize,
+    rr_activator: usize,
+    lb_rng: Rng,
+    start_rng: Rng,
+    done_buf: Vec<JobOwner>,
+    collector: Collector,
+    records: Option<Vec<InvocationRecord>>,
+    pod_log: Option<Vec<PodRecord>>,
+    as_log: Option<Vec<AutoscalerRecord>>,
+    in_flight: u64,
+    pods_started: u64,
+    // Parameters in ns.
+    hop_ns: u64,
+    watch_ns: u64,
+    timeout_ns: u64,
+    tick_ns: u64,
+}
+
+fn fnv(mut h: u64, x: u64) -> u64 {
+    for b in x.to_le_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl Simulation {
+    /// Builds a cluster for `functions` (revision `i` serves function `i`). The config must be
+    /// valid ([`SimConfig::validate`]).
+    pub fn new(
+        cfg: &SimConfig,
+        functions: &[FunctionSpec],
+        mesh: Box<dyn SidecarModel>,
+        opts: SimOptions,
+    ) -> Self {
+        let cl = &cfg.cluster;
+        let kn = &cfg.knative;
+        let mut nodes = Vec::with_capacity(usize::from(cl.workers) + 1);
+        nodes.push(Node {
+            cpu: NodeCpu::new(cl.control_plane_cores),
+            series: NodeSeries::default(),
+            mem_mib: 0.0,
+            mem_last: 0,
+        });
+        let alloc = vec![
+            NodeAlloc {
+                cpu_capacity_millicores: u64::from(cl.cores_per_node) * 1000,
+                cpu_allocated_millicores: 0,
+                memory_capacity_mib: u64::from(cl.memory_gib) * 1024,
+                memory_allocated_mib: 0,
+            };
+            usize::from(cl.workers)
+        ];
+        for _ in 0..cl.workers {
+            nodes.push(Node {
+                cpu: NodeCpu::new(cl.cores_per_node),
+                series: NodeSeries::default(),
+                mem_mib: cl.node_base_memory_gib * 1024.0,
+                mem_last: 0,
+            });
+        }
+        let injected: Vec<ContainerSpec> = mesh.injected_containers().to_vec();
+        let mut pod_cpu = u64::from(kn.user_cpu_request_millicores)
+            + u64::from(kn.queue_proxy_cpu_request_millicores);
+        let mut pod_mem = u64::from(kn.queue_proxy_memory_request_mib);
+        for c in &injected {
+            pod_cpu += u64::from(c.cpu_request_millicores);
+            pod_mem += u64::from(c.memory_request_mib);
+        }
+        let revs = functions
+            .iter()
+            .map(|f| Rev {
+                active: false,
+                target: 0,
+                live: 0,
+                ready: 0,
+                unschedulable: 0,
+                routable: Vec::new(),
+                buffer: VecDeque::new(),
+                buffered_live: 0,
+                window: ConcurrencyWindow::new(kn.stable_window_s),
+                mode: DataPathMode::Proxy,
+                chain: None,
+                res: PodResources {
+                    cpu_millicores: pod_cpu,
+                    memory_mib: pod_mem + f.memory_request_mib,
+                },
+                last_desired: 0,
+                last_panicking: false,
+            })
+            .collect();
+        let mut sim = Simulation {
+            cfg: cfg.clone(),
+            opts,
+            q: EventQueue::new(),
+            now: 0,
+            events: 0,
+            digest: 0xcbf2_9ce4_8422_2325,
+            nodes,
+            alloc,
+            cp: ControlPlane::new(
+                cfg.kubernetes.api_writes_per_s,
+                cfg.kubernetes.api_write_cpu_us,
+            ),
+            scheduler: scheduler_for(cfg.kubernetes.scheduler),
+            autoscaler: Box::new(Kpa::new(kn)),
+            mesh,
+            injected,
+            reqs: Vec::new(),
+            free: Vec::new(),
+            pods: Vec::new(),
+            revs,
+            active_revs: Vec::new(),
+            tick_pending: false,
+            gateways: Vec::new(),
+            activators: Vec::new(),
+            rr_gateway: 0,
+            rr_activator: 0,
+            lb_rng: stream(opts.seed, opts.replication, "activator/lb"),
+            start_rng: stream(opts.seed, opts.replication, "kubelet/pod-start"),
+            done_buf: Vec::new(),
+            collector: Collector::default(),
+            records: opts.record_invocations.then(Vec::new),
+            pod_log: opts.record_pods.then(Vec::new),
+            as_log: opts.record_autoscaler.then(Vec::new),
+            in_flight: 0,
+            pods_started: 0,
+            hop_ns: cl.network_hop_us * US,
+            watch_ns: cfg.kubernetes.watch_delay_ms * MS,
+            timeout_ns: kn.request_timeout_s * SEC,
+            tick_ns: kn.tick_ms * MS,
+        };
+        // System pods, placed by the scheduler at time 0: gateways first, then activators.
+        for (replicas, cpu, mem) in [
+            (
+                kn.gateway_replicas,
+                kn.gateway_cpu_request_millicores,
+                kn.gateway_memory_request_mib,
+            ),
+            (
+                kn.activator_replicas,
+                kn.activator_cpu_request_millicores,
+                kn.activator_memory_request_mib,
+            ),
+        ] {
+            let mut placed = Vec::new();
+            for _ in 0..replicas {
+                let res = PodResources {
+                    cpu_millicores: u64::from(cpu),
+                    memory_mib: u64::from(mem),
+                };
+                let node = match sim.scheduler.place(&res, &sim.alloc) {
+                    Placement::Node(i) => i,
+                    // Validation keeps system pods far below a node's size; fall back to the
+                    // first worker rather than fail.
+                    Placement::Unschedulable => 0,
+                };
+                sim.reserve(node, &res);
+                let id = node + 1;
+                sim.mem_change(id, f64::from(mem));
+                placed.push(id);
+            }
+            if sim.gateways.is_empty() {
+                sim.gateways = placed;
+            } else {
+                sim.activators = placed;
+            }
+        }
+        sim
+    }
+
+    fn reserve(&mut self, worker: u16, r: &PodResources) {
+        let a = &mut self.alloc[usize::from(worker)];
+        a.cpu_allocated_millicores += r.cpu_millicores;
+        a.memory_allocated_mib += r.memory_mib;
+    }
+
+    fn release(&mut self, worker: u16, r: &PodResources) {
+        let a = &mut self.alloc[usize::from(worker)];
+        a.cpu_allocated_millicores -= r.cpu_millicores;
+        a.memory_allocated_mib -= r.memory_mib;
+    }
+
+    fn mem_change(&mut self, node: u16, delta_mib: f64) {
+        let now = self.now;
+        let n = &mut self.nodes[usize::from(node)];
+        n.series.add_mem(n.mem_mib / 1024.0, n.mem_last, now);
+        n.mem_last = now;
+        n.mem_mib += delta_mib;
+    }
+
+    fn at(&mut self, delay_ns: u64, ev: Ev) {
+        self.q.push(SimTime(self.now + delay_ns), ev);
+    }
+
+    fn note(&mut self, kind: u8, a: u64, b: u64) {
+        self.events += 1;
+        let mut h = fnv(self.digest, self.now);
+        h = fnv(h, u64::from(kind));
+        h = fnv(h, a);
+        self.digest = fnv(h, b);
+    }
+
+    /// Runs the arrivals (in time order) to the end and summarises.
+    pub fn run(
+        mut self,
+        arrivals: impl Iterator<Item = Invocation>,
+        total: u64,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> EngineResult {
+        let mut arrivals = arrivals.peekable();
+        let horizon = self.opts.horizon.map_or(u64::MAX, |h| h.0);
+        let mut reported = 0u64;
+        loop {
+            let next_arrival = arrivals.peek().map(|a| a.at_ns);
+            let next_event = self.q.peek_time().map(|t| t.0);
+            match (next_arrival, next_event) {
+                (Some(a), e) if e.is_none_or(|e| a <= e) => {
+                    if a > horizon {
+                        break;
+                    }
+                    let inv = arrivals.next().expect("peeked");
+                    debug_assert!(inv.at_ns >= self.now, "arrivals out of order");
+                    self.now = inv.at_ns;
+                    self.note(0, u64::from(inv.function), inv.exec_ns);
+                    self.arrive(inv);
+                }
+                (_, Some(e)) => {
+                    if e > horizon {
+                        break;
+                    }
+                    let (t, ev) = self.q.pop().expect("peeked");
+                    self.now = t.0;
+                    self.handle(ev);
+                }
+                _ => break,
+            }
+            let done = self.collector.completed + self.collector.failed;
+            if done >= reported + 4096 {
+                reported = done;
+                progress(done, total);
+            }
+            if self.opts.stop_when_drained && arrivals.peek().is_none() && self.in_flight == 0 {
+                break;
+            }
+        }
+        if let Some(h) = self.opts.horizon
+            && h.0 > self.now
+            && h.0 != u64::MAX
+        {
+            self.now = h.0;
+        }
+        progress(self.collector.completed + self.collector.failed, total);
+        self.finish_run()
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        if let Ev::Cpu { node, epoch } = ev
+            && self.nodes[usize::from(node)].cpu.epoch() != epoch
+        {
+            return; // superseded completion
+        }
+        let (k, a, b) = ev.code();
+        self.note(k, a, b);
+        match ev {
+            Ev::Step { slot, tag } => {
+                if self.reqs[slot as usize].tag == tag {
+                    self.advance_req(slot);
+                }
+            }
+            Ev::Cpu { node, .. } => self.cpu_done(node),
+            Ev::ApiDone => self.api_done(),
+            Ev::Pod { pod } => self.pod_advance(pod),
+            Ev::Rev { rev } => self.rev_chain_next(rev),
+            Ev::Tick => self.tick(),
+            Ev::Timeout { slot, tag } => self.timeout(slot, tag),
+        }
+    }
+
+    // ---------------------------------------------------------------- CPU
+
+    fn account_cpu(&mut self, node: u16) {
+        let now = self.now;
+        let n = &mut self.nodes[usize::from(node)];
+        let series = &mut n.series;
+        n.cpu.advance(now, |cat, core_ns, t0, t1| {
+            series.add_cpu(cat, core_ns, t0, t1)
+        });
+    }
+
+    fn add_job(&mut self, node: u16, work_ns: u64, owner: JobOwner, cat: CpuCategory) {
+        self.account_cpu(node);
+        let n = &mut self.nodes[usize::from(node)];
+        let t = n.cpu.add(work_ns, owner, cat);
+        let epoch = n.cpu.epoch();
+        self.q.push(SimTime(t), Ev::Cpu { node, epoch });
+    }
+
+    fn cpu_done(&mut self, node: u16) {
+        self.account_cpu(node);
+        let mut done = std::mem::take(&mut self.done_buf);
+        let n = &mut self.nodes[usize::from(node)];
+        n.cpu.complete(&mut done);
+        if let Some(t) = n.cpu.next_completion() {
+            let epoch = n.cpu.epoch();
+            self.q.push(SimTime(t), Ev::Cpu { node, epoch });
+        }
+        for owner in done.drain(..) {
+            if let JobOwner::Request { slot, tag } = owner
+                && self.reqs[slot as usize].tag == tag
+            {
+                self.advance_req(slot);
+            }
+        }
+        self.done_buf = done;
+    }
+
+    // ---------------------------------------------------------------- requests
+
+    fn arrive(&mut self, inv: Invocation) {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.reqs.push(Req::empty());
+                (self.reqs.len() - 1) as u32
+            }
+        };
+        self.collector.arrived += 1;
+        self.in_flight += 1;
+        let gw = self.gateways[self.rr_gateway % self.gateways.len()];
+        self.rr_gateway += 1;
+        let kn = &self.cfg.knative;
+        let mut steps = [Step::Finish; MAX_STEPS];
+        let mut n = 0;
+        steps[n] = Step::Cpu {
+            node: gw,
+            work_ns: kn.gateway_cpu_us * US,
+            cat: CpuCategory::Gateway,
+        };
+        n += 1;
+        if let Some(h) = self.mesh.hop(HopPoint::GatewayOut, gw) {
+            steps[n] = Step::Cpu {
+                node: gw,
+                work_ns: h.cpu_ns,
+                cat: CpuCategory::Sidecar,
+            };
+            steps[n + 1] = Step::Delay(h.latency_ns);
+            n += 2;
+        }
+        steps[n] = Step::Route;
+        n += 1;
+        let r = &mut self.reqs[slot as usize];
+        let tag = r.tag;
+        *r = Req::empty();
+        r.tag = tag;
+        r.state = ReqState::Active;
+        r.function = inv.function;
+        r.arrival = inv.at_ns;
+        r.exec_ns = inv.exec_ns;
+        r.memory_mb = inv.memory_mb;
+        r.set_steps(&steps[..n]);
+        self.advance_req(slot);
+    }
+
+    /// Runs the request's steps until one has to wait.
+    fn advance_req(&mut self, slot: u32) {
+        loop {
+            let r = &mut self.reqs[slot as usize];
+            if r.i >= r.n {
+                return;
+            }
+            let step = r.steps[r.i as usize];
+            r.i += 1;
+            let tag = r.tag;
+            match step {
+                Step::Cpu { node, work_ns, cat } => {
+                    self.add_job(node, work_ns, JobOwner::Request { slot, tag }, cat);
+                    return;
+                }
+                Step::Delay(0) => {}
+                Step::Delay(d) => {
+                    self.at(d, Ev::Step { slot, tag });
+                    return;
+                }
+                Step::Route => self.route(slot),
+                Step::Dispatch => {
+                    if !self.dispatch(slot) {
+                        return;
+                    }
+                }
+                Step::Exec => {
+                    let r = &mut self.reqs[slot as usize];
+                    r.exec_start = self.now;
+                    let (work, pod) = (r.exec_ns, r.pod);
+                    let node = self.pods[pod as usize]
+                        .node
+                        .expect("routable pod has a node");
+                    self.add_job(
+                        node,
+                        work,
+                        JobOwner::Request { slot, tag },
+                        CpuCategory::Function,
+                    );
+                    return;
+                }
+                Step::Finish => {
+                    self.finish_req(slot, None);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn activate(&mut self, rev: u32) {
+        let now = self.now;
+        let rv = &mut self.revs[rev as usize];
+        if !rv.active {
+            rv.active = true;
+            rv.window.reset(now);
+            self.active_revs.push(rev);
+            if !self.tick_pending {
+                self.tick_pending = true;
+                let next = (now / self.tick_ns + 1) * self.tick_ns;
+                self.q.push(SimTime(next), Ev::Tick);
+            }
+        }
+    }
+
+    /// At the gateway: to the pod directly (serve mode) or through the activator.
+    fn route(&mut self, slot: u32) {
+        let rev = self.reqs[slot as usize].function;
+        self.activate(rev);
+        let now = self.now;
+        self.revs[rev as usize].window.change(now, 1);
+        self.reqs[slot as usize].in_knative = true;
+        let rv = &self.revs[rev as usize];
+        if rv.mode == DataPathMode::Serve && !rv.routable.is_empty() {
+            let pod = self.pick_pod(rev);
+            self.forward_to_pod(slot, pod);
+            return;
+        }
+        let act = self.activators[self.rr_activator % self.activators.len()];
+        self.rr_activator += 1;
+        let mut steps = [Step::Finish; MAX_STEPS];
+        let mut n = 0;
+        steps[n] = Step::Delay(self.hop_ns);
+        n += 1;
+        if let Some(h) = self.mesh.hop(HopPoint::Activator, act) {
+            steps[n] = Step::Cpu {
+                node: act,
+                work_ns: h.cpu_ns,
+                cat: CpuCategory::Sidecar,
+            };
+            steps[n + 1] = Step::Delay(h.latency_ns);
+            n += 2;
+        }
+        steps[n] = Step::Cpu {
+            node: act,
+            work_ns: self.cfg.knative.activator_cpu_us * US,
+            cat: CpuCategory::Activator,
+        };
+        steps[n + 1] = Step::Dispatch;
+        n += 2;
+        let r = &mut self.reqs[slot as usize];
+        r.return_ns += self.hop_ns;
+        r.set_steps(&steps[..n]);
+    }
+
+    /// Least in-flight of two routable pods drawn at random (all of them when at most two).
+    fn pick_pod(&mut self, rev: u32) -> u32 {
+        let rv = &self.revs[rev as usize];
+        let k = rv.routable.len();
+        let better = |a: u32, b: u32, pods: &[Pod]| {
+            if pods[b as usize].in_flight < pods[a as usize].in_flight {
+                b
+            } else {
+                a
+            }
+        };
+        match k {
+            1 => rv.routable[0],
+            2 => better(rv.routable[0], rv.routable[1], &self.pods),
+            _ => {
+                let i = self.lb_rng.random_range(0..k);
+                let mut j = self.lb_rng.random_range(0..k - 1);
+                if j >= i {
+                    j += 1;
+                }
+                let (a, b) = (rv.routable[i.min(j)], rv.routable[i.max(j)]);
+                better(a, b, &self.pods)
+            }
+        }
+    }
+
+    /// At the activator: forward to a routable pod, or buffer. Returns whether the request
+    /// continues now.
+    fn dispatch(&mut self, slot: u32) -> bool {
+        let rev = self.reqs[slot as usize].function;
+        if !self.revs[rev as usize].routable.is_empty() {
+            let pod = self.pick_pod(rev);
+            self.forward_to_pod(slot, pod);
+            return true;
+        }
+        let now = self.now;
+        let rv = &mut self.revs[rev as usize];
+        let cold = rv.ready == 0;
+        rv.buffer.push_back((slot, self.reqs[slot as usize].tag));
+        rv.buffered_live += 1;
+        let r = &mut self.reqs[slot as usize];
+        r.state = ReqState::Buffered;
+        r.buffered_at = now;
+        r.cold = cold;
+        let (tag, deadline) = (r.tag, r.arrival + self.timeout_ns);
+        self.q
+            .push(SimTime(deadline.max(now)), Ev::Timeout { slot, tag });
+        // The activator's stat reaches the autoscaler at once: scale from zero.
+        if self.revs[rev as usize].target == 0 {
+            self.apply_target(rev, 1);
+        }
+        false
+    }
+
+    fn forward_to_pod(&mut self, slot: u32, pod: u32) {
+        let node = self.pods[pod as usize]
+            .node
+            .expect("routable pod has a node");
+        let mut steps = [Step::Finish; MAX_STEPS];
+        let mut n = 0;
+        steps[n] = Step::Delay(self.hop_ns);
+        n += 1;
+        if let Some(h) = self.mesh.hop(HopPoint::Pod, node) {
+            steps[n] = Step::Cpu {
+                node,
+                work_ns: h.cpu_ns,
+                cat: CpuCategory::Sidecar,
+            };
+            steps[n + 1] = Step::Delay(h.latency_ns);
+            n += 2;
+        }
+        steps[n] = Step::Cpu {
+            node,
+            work_ns: self.cfg.knative.queue_proxy_cpu_us * US,
+            cat: CpuCategory::QueueProxy,
+        };
+        steps[n + 1] = Step::Exec;
+        steps[n + 2] = Step::Finish;
+        n += 3;
+        let r = &mut self.reqs[slot as usize];
+        r.return_ns += self.hop_ns;
+        r.pod = pod;
+        r.state = ReqState::Active;
+        r.set_steps(&steps[..n]);
+        let mem = f64::from(r.memory_mb);
+        let p = &mut self.pods[pod as usize];
+        p.in_flight += 1;
+        if mem > p.footprint_mib {
+            let delta = mem - p.footprint_mib;
+            p.footprint_mib = mem;
+            p.rss_mib += delta;
+            self.mem_change(node, delta);
+        }
+    }
+
+    fn finish_req(&mut self, slot: u32, failure: Option<FailureReason>) {
+        let now = self.now;
+        let r = self.reqs[slot as usize];
+        if r.in_knative {
+            self.revs[r.function as usize].window.change(now, -1);
+        }
+        let mut failure = failure;
+        let (end_to_end, node, contention) = if failure.is_none() {
+            let e2e = now + r.return_ns - r.arrival;
+            if e2e > self.timeout_ns {
+                failure = Some(FailureReason::Timeout);
+            }
+            let node = self.pods[r.pod as usize].node;
+            (e2e, node, (now - r.exec_start).saturating_sub(r.exec_ns))
+        } else {
+            (now - r.arrival, None, 0)
+        };
+        if r.pod != NO_POD {
+            let p = &mut self.pods[r.pod as usize];
+            p.in_flight -= 1;
+            if p.step == PodStep::Terminating && p.in_flight == 0 {
+                self.delete_pod(r.pod);
+            }
+        }
+        let (cold_ns, queue_ns) = (r.cold_ns, r.queue_ns);
+        let rec = InvocationRecord {
+            function: r.function,
+            arrival_ns: r.arrival,
+            exec_ns: r.exec_ns,
+            end_to_end_ns: end_to_end,
+            slowdown: if failure.is_none() {
+                end_to_end as f64 / r.exec_ns.max(1) as f64
+            } else {
+                0.0
+            },
+            cold: r.cold,
+            node,
+            queue_ns,
+            cold_start_ns: cold_ns,
+            contention_ns: contention,
+            overhead_ns: if failure.is_none() {
+                end_to_end.saturating_sub(r.exec_ns + cold_ns + queue_ns + contention)
+            } else {
+                0
+            },
+            failure,
+        };
+        self.collector.record(&rec);
+        if let Some(v) = &mut self.records {
+            v.push(rec);
+        }
+        let r = &mut self.reqs[slot as usize];
+        r.state = ReqState::Free;
+        r.tag = r.tag.wrapping_add(1);
+        self.free.push(slot);
+        self.in_flight -= 1;
+    }
+
+    fn timeout(&mut self, slot: u32, tag: u32) {
+        let r = &self.reqs[slot as usize];
+        if r.tag != tag || r.state != ReqState::Buffered {
+            return;
+        }
+        let rev = r.function as usize;
+        let rv = &mut self.revs[rev];
+        rv.buffered_live -= 1;
+        let reason = if rv.unschedulable > 0 && rv.ready == 0 {
+            FailureReason::NoCapacity
+        } else {
+            FailureReason::Timeout
+        };
+        let wait = self.now - self.reqs[slot as usize].buffered_at;
+        let r = &mut self.reqs[slot as usize];
+        if r.cold {
+            r.cold_ns = wait;
+        } else {
+            r.queue_ns = wait;
+        }
+        self.finish_req(slot, Some(reason));
+    }
+
+    /// A pod became routable: the activator forwards what it buffered.
+    fn flush_buffer(&mut self, rev: u32) {
+        let now = self.now;
+        while let Some((slot, tag)) = self.revs[rev as usize].buffer.pop_front() {
+            let r = &mut self.reqs[slot as usize];
+            if r.tag != tag || r.state != ReqState::Buffered {
+                continue;
+            }
+            let wait = now - r.buffered_at;
+            if r.cold {
+                r.cold_ns += wait;
+            } else {
+                r.queue_ns += wait;
+            }
+            self.revs[rev as usize].buffered_live -= 1;
+            let pod = self.pick_pod(rev);
+            self.forward_to_pod(slot, pod);
+            self.advance_req(slot);
+        }
+    }
+
+    // ---------------------------------------------------------------- control plane
+
+    fn submit(&mut self, write: ApiWrite, owner: WriteOwner) {
+        if self.cp.submit(WriteRequest { write, owner }) {
+            self.start_write();
+        }
+    }
+
+    fn start_write(&mut self) {
+        let (s, cpu) = (self.cp.service_ns, self.cp.cpu_ns_per_write);
+        let now = self.now;
+        self.nodes[0]
+            .series
+            .add_cpu(CpuCategory::ControlPlane, cpu as f64, now, now + s);
+        self.at(s, Ev::ApiDone);
+    }
+
+    fn api_done(&mut self) {
+        let (w, more) = self.cp.commit();
+        if more {
+            self.start_write();
+        }
+        match w.owner {
+            WriteOwner::Pod(p) => self.pod_advance(p),
+            WriteOwner::Revision(r) => self.at(self.watch_ns, Ev::Rev { rev: r }),
+            WriteOwner::Nobody => {}
+        }
+    }
+
+    // ---------------------------------------------------------------- scaling
+
+    fn apply_target(&mut self, rev: u32, desired: u32) {
+        let rv = &mut self.revs[rev as usize];
+        rv.target = desired;
+        if desired > rv.live {
+            if rv.chain.is_none() {
+                rv.chain = Some(0);
+                self.submit(CHAIN[0], WriteOwner::Revision(rev));
+            }
+        } else if desired < rv.live {
+            let excess = rv.live - desired;
+            let mut victims = Vec::new();
+            for _ in 0..excess {
+                // Least in flight first, newest among equals.
+                let rv = &self.revs[rev as usize];
+                let Some(&v) = rv
+                    .routable
+                    .iter()
+                    .filter(|p| !victims.contains(*p))
+                    .min_by_key(|&&p| (self.pods[p as usize].in_flight, u32::MAX - p))
+                else {
+                    break;
+                };
+                victims.push(v);
+            }
+            if victims.is_empty() {
+                return;
+            }
+            for w in CHAIN {
+                self.submit(w, WriteOwner::Nobody);
+            }
+            for v in victims {
+                self.terminate_pod(v);
+            }
+        }
+    }
+
+    fn rev_chain_next(&mut self, rev: u32) {
+        let rv = &mut self.revs[rev as usize];
+        let step = rv.chain.map_or(0, |s| s + 1);
+        if (step as usize) < CHAIN.len() {
+            rv.chain = Some(step);
+            self.submit(CHAIN[step as usize], WriteOwner::Revision(rev));
+            return;
+        }
+        rv.chain = None;
+        let missing = rv.target.saturating_sub(rv.live);
+        for _ in 0..missing {
+            self.spawn_pod(rev);
+        }
+    }
+
+    fn spawn_pod(&mut self, rev: u32) {
+        let id = self.pods.len() as u32;
+        let rv = &mut self.revs[rev as usize];
+        rv.live += 1;
+        self.pods.push(Pod {
+            rev,
+            node: None,
+            step: PodStep::CreateWrite,
+            in_flight: 0,
+            res: rv.res,
+            rss_mib: 0.0,
+            footprint_mib: 0.0,
+            user_started: 0,
+            app_ready_at: 0,
+            backoff_ns: SEC,
+            routable_at: None,
+        });
+        self.pods_started += 1;
+        if let Some(log) = &mut self.pod_log {
+            log.push(PodRecord {
+                pod: id,
+                function: rev,
+                node: None,
+                created_ns: self.now,
+                routable_ns: None,
+                deleted_ns: None,
+            });
+        }
+        self.submit(ApiWrite::PodCreate, WriteOwner::Pod(id));
+    }
+
+    fn terminate_pod(&mut self, pod: u32) {
+        let now = SimTime(self.now);
+        let p = &mut self.pods[pod as usize];
+        let rev = p.rev;
+        p.step = PodStep::Terminating;
+        let idle = p.in_flight == 0;
+        let rv = &mut self.revs[rev as usize];
+        rv.routable.retain(|&x| x != pod);
+        rv.ready -= 1;
+        rv.live -= 1;
+        self.mesh
+            .on_cluster_event(now, ClusterEvent::EndpointRemoved { pod, revision: rev });
+        for w in [
+            ApiWrite::PodDelete,
+            ApiWrite::EndpointSlice,
+            ApiWrite::Endpoints,
+        ] {
+            self.submit(w, WriteOwner::Nobody);
+        }
+        if idle {
+            self.delete_pod(pod);
+        }
+    }
+
+    fn delete_pod(&mut self, pod: u32) {
+        let now = self.now;
+        let p = &mut self.pods[pod as usize];
+        p.step = PodStep::Gone;
+        let (rev, node, res, rss) = (p.rev, p.node, p.res, p.rss_mib);
+        if let Some(n) = node {
+            self.release(n - 1, &res);
+            self.mem_change(n, -rss);
+        }
+        self.mesh.on_cluster_event(
+            SimTime(now),
+            ClusterEvent::PodDeleted { pod, revision: rev },
+        );
+        if let Some(log) = &mut self.pod_log
+            && let Some(r) = log.get_mut(pod as usize)
+        {
+            r.deleted_ns = Some(now);
+        }
+    }
+
+    // ---------------------------------------------------------------- pod pipeline
+
+    fn containers(&self) -> usize {
+        self.injected.len() + 2
+    }
+
+    /// Start time of container `i`: injected ones, then the user container, then the
+    /// queue-proxy (Knative's order).
+    fn container_start_ns(&self, i: usize) -> u64 {
+        match self.injected.get(i) {
+            Some(c) => c.start_ns,
+            None => self.cfg.kubernetes.pod_start.container_start_ms * MS,
+        }
+    }
+
+    /// A node-side step time with the configured spread (stream `kubelet/pod-start`).
+    fn jitter(&mut self, ns: u64) -> u64 {
+        let j = f64::from(self.cfg.kubernetes.pod_start.jitter_pct) / 100.0;
+        if j == 0.0 || ns == 0 {
+            return ns;
+        }
+        let f = 1.0 - j + 2.0 * j * self.start_rng.random::<f64>();
+        (ns as f64 * f).round() as u64
+    }
+
+    fn pod_advance(&mut self, pod: u32) {
+        let now = self.now;
+        let step = self.pods[pod as usize].step;
+        let rev = self.pods[pod as usize].rev;
+        match step {
+            PodStep::CreateWrite => {
+                self.pods[pod as usize].step = PodStep::WatchSchedule;
+                self.at(self.watch_ns, Ev::Pod { pod });
+            }
+            PodStep::WatchSchedule | PodStep::Unschedulable => {
+                if step == PodStep::Unschedulable {
+                    self.revs[rev as usize].unschedulable -= 1;
+                }
+                let res = self.pods[pod as usize].res;
+                match self.scheduler.place(&res, &self.alloc) {
+                    Placement::Node(w) => {
+                        self.reserve(w, &res);
+                        let p = &mut self.pods[pod as usize];
+                        p.node = Some(w + 1);
+                        p.step = PodStep::BindingWrite;
+                        if let Some(log) = &mut self.pod_log {
+                            log[pod as usize].node = Some(w + 1);
+                        }
+                        self.submit(ApiWrite::PodBinding, WriteOwner::Pod(pod));
+                    }
+                    Placement::Unschedulable => {
+                        let max = self.cfg.kubernetes.unschedulable_max_backoff_ms * MS;
+                        let p = &mut self.pods[pod as usize];
+                        p.step = PodStep::Unschedulable;
+                        let wait = p.backoff_ns;
+                        p.backoff_ns = (p.backoff_ns * 2).min(max);
+                        self.revs[rev as usize].unschedulable += 1;
+                        self.at(wait, Ev::Pod { pod });
+                    }
+                }
+            }
+            PodStep::BindingWrite => {
+                self.pods[pod as usize].step = PodStep::WatchKubelet;
+                let node = self.pods[pod as usize].node.unwrap_or(0);
+                self.mesh.on_cluster_event(
+                    SimTime(now),
+                    ClusterEvent::PodScheduled {
+                        pod,
+                        revision: rev,
+                        node,
+                    },
+                );
+                self.at(self.watch_ns, Ev::Pod { pod });
+            }
+            PodStep::WatchKubelet => {
+                self.pods[pod as usize].step = PodStep::Sandbox;
+                let d = self.jitter(self.cfg.kubernetes.pod_start.sandbox_create_ms * MS);
+                self.at(d, Ev::Pod { pod });
+            }
+            PodStep::Sandbox => {
+                // The kubelet reports the IP asynchronously; containers start meanwhile.
+                self.submit(ApiWrite::PodStatusRunning, WriteOwner::Nobody);
+                self.pods[pod as usize].step = PodStep::Container(0);
+                let d = self.jitter(self.container_start_ns(0));
+                self.at(d, Ev::Pod { pod });
+            }
+            PodStep::Container(i) => {
+                let i = usize::from(i);
+                let node = self.pods[pod as usize].node.expect("scheduled");
+                let (user_rss, qp_rss) = (
+                    self.cfg.knative.user_runtime_rss_mib,
+                    self.cfg.knative.queue_proxy_rss_mib,
+                );
+                let rss = match self.injected.get(i).copied() {
+                    Some(c) => {
+                        for _ in 0..c.api_writes {
+                            self.submit(ApiWrite::MeshContainer, WriteOwner::Nobody);
+                        }
+                        if c.kind == ContainerKind::Sidecar {
+                            f64::from(c.rss_mib)
+                        } else {
+                            0.0
+                        }
+                    }
+                    None if i == self.injected.len() => {
+                        let init = self.jitter(self.cfg.kubernetes.pod_start.app_init_ms * MS);
+                        self.pods[pod as usize].user_started = now;
+                        self.pods[pod as usize].app_ready_at = now + init;
+                        f64::from(user_rss)
+                    }
+                    None => f64::from(qp_rss),
+                };
+                self.pods[pod as usize].rss_mib += rss;
+                self.mem_change(node, rss);
+                if i + 1 < self.containers() {
+                    self.pods[pod as usize].step = PodStep::Container((i + 1) as u8);
+                    let d = self.jitter(self.container_start_ns(i + 1));
+                    self.at(d, Ev::Pod { pod });
+                } else {
+                    // The queue-proxy probes the user container every probe period from now
+                    // on; the first success comes once the app has initialised.
+                    let ps = &self.cfg.kubernetes.pod_start;
+                    let ready_at = self.pods[pod as usize].app_ready_at;
+                    let period = ps.readiness_probe_period_ms * MS;
+                    let wait = ready_at.saturating_sub(now).div_ceil(period) * period;
+                    self.pods[pod as usize].step = PodStep::Probing;
+                    self.at(wait, Ev::Pod { pod });
+                }
+            }
+            PodStep::Probing => {
+                let gated = self.injected.iter().any(|c| c.ready_gate);
+                if gated && let Err(retry) = self.mesh.container_ready(SimTime(now), pod) {
+                    self.at(retry.max(1), Ev::Pod { pod });
+                    return;
+                }
+                self.pods[pod as usize].step = PodStep::ReadyWrite;
+                self.submit(ApiWrite::PodStatusReady, WriteOwner::Pod(pod));
+            }
+            PodStep::ReadyWrite => {
+                self.pods[pod as usize].step = PodStep::WatchEndpoints;
+                self.at(self.watch_ns, Ev::Pod { pod });
+            }
+            PodStep::WatchEndpoints => {
+                self.pods[pod as usize].step = PodStep::EndpointsWrite;
+                self.submit(ApiWrite::EndpointSlice, WriteOwner::Pod(pod));
+            }
+            PodStep::EndpointsWrite => {
+                self.submit(ApiWrite::Endpoints, WriteOwner::Nobody);
+                self.submit(ApiWrite::ReplicaSetStatus, WriteOwner::Nobody);
+                self.revs[rev as usize].ready += 1;
+                self.mesh.on_cluster_event(
+                    SimTime(now),
+                    ClusterEvent::EndpointReady { pod, revision: rev },
+                );
+                self.pods[pod as usize].step = PodStep::WatchActivator;
+                self.at(self.watch_ns, Ev::Pod { pod });
+            }
+            PodStep::WatchActivator => {
+                // The activator probes the new pod: one round trip.
+                self.pods[pod as usize].step = PodStep::ActivatorProbe;
+                self.at(2 * self.hop_ns, Ev::Pod { pod });
+            }
+            PodStep::ActivatorProbe => {
+                if !self.mesh.endpoint_visible(SimTime(now), pod) {
+                    let d = self.cfg.knative.activator_probe_period_ms * MS;
+                    self.at(d, Ev::Pod { pod });
+                    return;
+                }
+                let p = &mut self.pods[pod as usize];
+                p.step = PodStep::Routable;
+                p.routable_at = Some(now);
+                if let Some(log) = &mut self.pod_log {
+                    log[pod as usize].routable_ns = Some(now);
+                }
+                self.revs[rev as usize].routable.push(pod);
+                self.flush_buffer(rev);
+            }
+            PodStep::Routable | PodStep::Terminating | PodStep::Gone => {}
+        }
+    }
+
+    // ---------------------------------------------------------------- autoscaler
+
+    fn tick(&mut self) {
+        let now = self.now;
+        let kn = &self.cfg.knative;
+        let (stable_s, panic_s) = (kn.stable_window_s, kn.panic_window_s);
+        let end_s = now / SEC;
+        let revs = std::mem::take(&mut self.active_revs);
+        let mut keep = Vec::with_capacity(revs.len());
+        for rev in revs {
+            let rv = &mut self.revs[rev as usize];
+            rv.window.advance(now);
+            let input = ScaleInput {
+                now: SimTime(now),
+                ready_pods: rv.ready,
+                current_pods: rv.live,
+                stable_concurrency: rv.window.average(end_s, stable_s),
+                panic_concurrency: rv.window.average(end_s, panic_s),
+            };
+            let d = self.autoscaler.decide(rev, &input);
+            let rv = &mut self.revs[rev as usize];
+            rv.mode = d.mode;
+            if (d.desired, d.panicking) != (rv.last_desired, rv.last_panicking) {
+                rv.last_desired = d.desired;
+                rv.last_panicking = d.panicking;
+                if let Some(log) = &mut self.as_log {
+                    log.push(AutoscalerRecord {
+                        at_ns: now,
+                        function: rev,
+                        ready_pods: input.ready_pods,
+                        stable_concurrency: input.stable_concurrency,
+                        panic_concurrency: input.panic_concurrency,
+                        desired: d.desired,
+                        panicking: d.panicking,
+                        serve_mode: d.mode == DataPathMode::Serve,
+                    });
+                }
+            }
+            self.apply_target(rev, d.desired);
+            let rv = &mut self.revs[rev as usize];
+            let idle = rv.live == 0
+                && rv.target == 0
+                && rv.chain.is_none()
+                && rv.window.concurrency() == 0
+                && rv.buffered_live == 0;
+            if idle {
+                rv.active = false;
+                rv.last_desired = 0;
+                rv.last_panicking = false;
+                self.autoscaler.forget(rev);
+            } else {
+                keep.push(rev);
+            }
+        }
+        // Revisions activated during this tick were pushed onto the (taken) list's
+        // replacement; keep them too.
+        keep.append(&mut self.active_revs);
+        self.active_revs = keep;
+        if self.active_revs.is_empty() {
+            self.tick_pending = false;
+        } else {
+            self.at(self.tick_ns, Ev::Tick);
+        }
+    }
+
+    // ---------------------------------------------------------------- results
+
+    fn finish_run(mut self) -> EngineResult {
+        let end = self.now;
+        for i in 0..self.nodes.len() {
+            self.account_cpu(i as u16);
+            self.mem_change(i as u16, 0.0);
+        }
+        let seconds = self
+            .nodes
+            .iter()
+            .map(|n| n.series.seconds())
+            .max()
+            .unwrap_or(0)
+            .max(end.div_ceil(SEC) as usize);
+        let window = self.opts.window_s.map_or(seconds, |w| w as usize);
+        let mut node_seconds = Vec::with_capacity(seconds * self.nodes.len());
+        let (mut wcpu, mut wmem, mut cpcpu) = (Vec::new(), Vec::new(), Vec::new());
+        for s in 0..seconds {
+            for (i, n) in self.nodes.iter().enumerate() {
+                let row = n.series.row(s, i as u16, i == 0);
+                if s < window {
+                    if i == 0 {
+                        cpcpu.push(row.cpu_cores.total());
+                    } else {
+                        wcpu.push(row.cpu_cores.total());
+                        wmem.push(row.memory_gib);
+                    }
+                }
+                node_seconds.push(row);
+            }
+        }
+        let c = &self.collector;
+        let sd = |q: f64| c.slowdown.quantile(q) as f64 / SLOWDOWN_SCALE;
+        let finished = c.completed + c.failed;
+        let summary = ScenarioSummary {
+            invocations: c.arrived,
+            completed: c.completed,
+            failed: c.failed,
+            failure_rate: if finished == 0 {
+                0.0
+            } else {
+                c.failed as f64 / finished as f64
+            },
+            failures_by_reason: c
+                .by_reason
+                .iter()
+                .map(|(r, n)| (r.as_str().to_owned(), *n))
+                .collect(),
+            cold_starts: c.cold,
+            slowdown: SlowdownSummary {
+                p50: sd(0.5),
+                p90: sd(0.9),
+                p95: sd(0.95),
+                p99: sd(0.99),
+                max: c.slowdown.max() as f64 / SLOWDOWN_SCALE,
+            },
+            cold_start_s: ColdStartSummary {
+                p50: c.cold_start_ns.quantile(0.5) as f64 / SEC as f64,
+                p99: c.cold_start_ns.quantile(0.99) as f64 / SEC as f64,
+            },
+            worker_cpu_cores: p50_p95(&mut wcpu),
+            worker_mem_gib: p50_p95(&mut wmem),
+            cp_cpu_cores: p50_p95(&mut cpcpu),
+            xds: self.mesh.xds(),
+            sim: SimStats {
+                events: self.events,
+                wall_s: 0.0,
+                events_per_s: 0.0,
+            },
+        };
+        EngineResult {
+            summary,
+            invocations: self.records,
+            node_seconds,
+            events: self.events,
+            digest: self.digest,
+            in_flight: self.in_flight,
+            arrived: self.collector.arrived,
+            pods_started: self.pods_started,
+            api_writes: self.cp.committed,
+            end: SimTime(end),
+            pods: self.pod_log,
+            autoscaler: self.as_log,
+        }
+    }
+}
