@@ -990,7 +990,28 @@ impl Simulation {
                 self.submit(CHAIN[0], WriteOwner::Revision(rev));
             }
         } else if desired < rv.live {
-            let excess = rv.live - desired;
+            let mut excess = rv.live - desired;
+            // The ReplicaSet deletes unscheduled pods first (kubernetes `getPodsToDelete`
+            // ranks unassigned pods lowest); they hold no resources yet.
+            if rv.unschedulable > 0 {
+                for id in 0..self.pods.len() {
+                    if excess == 0 {
+                        break;
+                    }
+                    let p = &mut self.pods[id];
+                    if p.rev == rev && p.step == PodStep::Unschedulable {
+                        p.step = PodStep::Gone;
+                        let rv = &mut self.revs[rev as usize];
+                        rv.unschedulable -= 1;
+                        rv.live -= 1;
+                        excess -= 1;
+                        self.submit(ApiWrite::PodDelete, WriteOwner::Nobody);
+                        if let Some(log) = &mut self.pod_log {
+                            log[id].deleted_ns = Some(self.now);
+                        }
+                    }
+                }
+            }
             let mut victims = Vec::new();
             for _ in 0..excess {
                 // Least in flight first, newest among equals.
