@@ -26,6 +26,8 @@
 // path is the cold one and the value is moved once, so boxing it would only add an allocation.
 #![allow(clippy::result_large_err)]
 
+pub mod bench;
+pub mod calibration;
 pub mod config;
 pub mod diag;
 pub mod http;

@@ -20,6 +20,25 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Measure CPU/request, added latency, RSS and start-up of the sidecar (pass-through, each
+    /// policy alone, all nine) and of nginx, with an open-loop load on loopback.
+    Bench {
+        /// Offered rates, requests per second.
+        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000")]
+        rates: Vec<u64>,
+        /// Measured seconds per point (after a 1 s warm-up).
+        #[arg(long, default_value_t = 5.0)]
+        duration_s: f64,
+        /// Only these policy sets (pass-through, all-nine, or policy names); default all.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Skip nginx.
+        #[arg(long)]
+        no_nginx: bool,
+        /// Also write the measurements as a calibration TOML file.
+        #[arg(long)]
+        calibration_out: Option<PathBuf>,
+    },
     /// Validate a config file and print it normalised.
     Check {
         /// Config file.
@@ -32,6 +51,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Serve { config } => serve(config),
+        Cmd::Bench {
+            rates,
+            duration_s,
+            only,
+            no_nginx,
+            calibration_out,
+        } => bench(&rates, duration_s, &only, !no_nginx, calibration_out),
         Cmd::Check { config } => {
             let c = meshsim_sidecar::config::Config::load(&config)?;
             print!("{}", c.to_toml());
@@ -85,4 +111,66 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+fn bench(
+    rates: &[u64],
+    duration_s: f64,
+    only: &[String],
+    with_nginx: bool,
+    calibration_out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use meshsim_sidecar::bench::{Harness, Options, PolicySet, run_suite, table};
+    if !(0.5..=600.0).contains(&duration_s) {
+        anyhow::bail!("--duration-s must be in 0.5..=600");
+    }
+    if rates.iter().any(|r| !(1..=20_000).contains(r)) {
+        anyhow::bail!("--rates must each be in 1..=20000");
+    }
+    let sets: Vec<PolicySet> = PolicySet::standard()
+        .into_iter()
+        .filter(|s| only.is_empty() || only.iter().any(|o| *o == s.name()))
+        .collect();
+    if sets.is_empty() {
+        anyhow::bail!("--only matched no policy set");
+    }
+    let harness = Harness::new(Options::default()).context("setting up the bench")?;
+    let duration = std::time::Duration::from_secs_f64(duration_s);
+    let ms = run_suite(&harness, rates, &sets, duration, with_nginx, |m| {
+        eprintln!(
+            "{:>5} rps {:<16} cpu/req {:>7} us  p50 {:>6} us  p99 {:>7} us  ok {}/{}",
+            m.rate_rps,
+            m.target,
+            m.cpu_us_per_request
+                .map(|c| format!("{c:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            m.latency_p50_us,
+            m.latency_p99_us,
+            m.ok,
+            m.sent
+        );
+    })?;
+    println!("{}", table(&ms));
+    if let Some(path) = calibration_out {
+        use meshsim_sidecar::calibration::*;
+        let file = CalibrationFile {
+            schema: CALIBRATION_SCHEMA,
+            measured_at: meshsim_sidecar::policy::access_log::rfc3339_ms(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            ),
+            machine: MachineInfo::current(),
+            method: format!(
+                "meshsim-sidecar bench: open-loop HTTP/1.1 keep-alive load on loopback, {duration_s} s per point after 1 s warm-up, 1 proxy worker thread"
+            ),
+            reference: with_nginx
+                .then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
+            entries: ms.iter().filter_map(PolicyCost::from_measurement).collect(),
+        };
+        let text = toml::to_string(&file).context("serialising calibration")?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }

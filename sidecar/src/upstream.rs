@@ -142,6 +142,23 @@ impl std::fmt::Debug for Connector {
     }
 }
 
+impl Connector {
+    /// A connector with a connect timeout, optionally originating TLS with `tls` (the server
+    /// name sent is a fixed placeholder: SPIFFE verification does not use it).
+    pub fn new(timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> Connector {
+        Connector {
+            timeout,
+            limit: None,
+            tls: tls.map(|cfg| (TlsConnector::from(cfg), peer_name())),
+        }
+    }
+}
+
+fn peer_name() -> ServerName<'static> {
+    ServerName::try_from("meshsim.peer")
+        .unwrap_or_else(|_| ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()))
+}
+
 impl tower::Service<Uri> for Connector {
     type Response = UpConn;
     type Error = ConnectError;
@@ -228,14 +245,7 @@ impl Forward {
         let connector = Connector {
             timeout: opts.connect_timeout,
             limit: opts.max_connections.map(|n| Arc::new(Semaphore::new(n))),
-            tls: opts.tls.map(|cfg| {
-                (
-                    TlsConnector::from(cfg),
-                    ServerName::try_from("meshsim.peer").unwrap_or_else(|_| {
-                        ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())
-                    }),
-                )
-            }),
+            tls: opts.tls.map(|cfg| (TlsConnector::from(cfg), peer_name())),
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(opts.pool_idle_timeout)

@@ -1,0 +1,844 @@
+//! The measurement harness behind `meshsim-sidecar bench` (and, later, `meshsim calibrate`).
+//!
+//! For one policy set at one rate, [`Harness::measure`] starts a fresh sidecar **process**
+//! (`meshsim-sidecar serve`) in front of an in-process upstream, waits for its first served
+//! request (start-up time), drives an **open-loop** load at a fixed rate (request `i` is due at
+//! `t0 + i/rate`; its latency is measured from that intended time, so a stalled proxy cannot
+//! hide its stall: no coordinated omission), and reports the proxy's CPU time per request
+//! (from `/proc/<pid>/stat` utime+stime over the measured phase), latency percentiles
+//! (hdrhistogram), the added latency against a direct call to the upstream at the same rate,
+//! and RSS (`/proc/<pid>/statm`). The same load through nginx (Debian package, started with a
+//! generated reverse-proxy config) gives the reference.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use jsonwebtoken::Algorithm;
+use serde::Serialize;
+
+use crate::pki::Pki;
+use crate::policy::jwt::TestIssuer;
+use crate::upstream::Connector;
+
+/// The nine policies, in request order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// (1) mTLS.
+    Mtls,
+    /// (2) Ports/protocols.
+    Ports,
+    /// (3) JWT authn.
+    Jwt,
+    /// (4) Authz.
+    Authz,
+    /// (5) Global rate limit (Redis).
+    RateLimit,
+    /// (6) Tracing headers.
+    Tracing,
+    /// (7) Access logs.
+    AccessLog,
+    /// (8) Retries.
+    Retry,
+    /// (9) Circuit breaking.
+    CircuitBreaker,
+}
+
+impl Policy {
+    /// All nine.
+    pub const ALL: [Policy; 9] = [
+        Policy::Mtls,
+        Policy::Ports,
+        Policy::Jwt,
+        Policy::Authz,
+        Policy::RateLimit,
+        Policy::Tracing,
+        Policy::AccessLog,
+        Policy::Retry,
+        Policy::CircuitBreaker,
+    ];
+
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Mtls => "mtls",
+            Policy::Ports => "ports",
+            Policy::Jwt => "jwt",
+            Policy::Authz => "authz",
+            Policy::RateLimit => "rate_limit",
+            Policy::Tracing => "tracing",
+            Policy::AccessLog => "access_log",
+            Policy::Retry => "retry",
+            Policy::CircuitBreaker => "circuit_breaker",
+        }
+    }
+}
+
+/// What sits between the load generator and the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySet {
+    /// The sidecar with no policy.
+    PassThrough,
+    /// The sidecar with one policy.
+    Only(Policy),
+    /// The sidecar with all nine.
+    All,
+}
+
+impl PolicySet {
+    /// Pass-through, each policy alone, all nine.
+    pub fn standard() -> Vec<PolicySet> {
+        let mut v = vec![PolicySet::PassThrough];
+        v.extend(Policy::ALL.iter().map(|p| PolicySet::Only(*p)));
+        v.push(PolicySet::All);
+        v
+    }
+
+    /// Name used in tables and calibration files.
+    pub fn name(&self) -> String {
+        match self {
+            PolicySet::PassThrough => "pass-through".into(),
+            PolicySet::Only(p) => p.name().into(),
+            PolicySet::All => "all-nine".into(),
+        }
+    }
+
+    fn has(&self, p: Policy) -> bool {
+        match self {
+            PolicySet::PassThrough => false,
+            PolicySet::Only(q) => *q == p,
+            PolicySet::All => true,
+        }
+    }
+}
+
+/// The system under load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Straight to the upstream (the baseline for added latency).
+    Direct,
+    /// The reference sidecar.
+    Sidecar(PolicySet),
+    /// nginx as a plain reverse proxy.
+    Nginx,
+}
+
+impl Target {
+    /// Name for tables.
+    pub fn name(&self) -> String {
+        match self {
+            Target::Direct => "direct".into(),
+            Target::Sidecar(p) => p.name(),
+            Target::Nginx => "nginx".into(),
+        }
+    }
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// `direct`, `nginx`, or the sidecar policy set name.
+    pub target: String,
+    /// Offered rate, requests per second.
+    pub rate_rps: u64,
+    /// Measured phase, seconds (after warm-up).
+    pub duration_s: f64,
+    /// Requests sent in the measured phase.
+    pub sent: u64,
+    /// Requests answered 200.
+    pub ok: u64,
+    /// Other statuses, transport errors and timeouts.
+    pub errors: u64,
+    /// Proxy CPU (user + system) per request, microseconds (None for `direct`).
+    pub cpu_us_per_request: Option<f64>,
+    /// Latency from intended send time, microseconds.
+    pub latency_p50_us: u64,
+    /// p99 latency, microseconds.
+    pub latency_p99_us: u64,
+    /// Added p50 latency vs the direct call at the same rate (filled by the caller).
+    pub added_p50_us: Option<i64>,
+    /// Added p99 latency vs the direct call.
+    pub added_p99_us: Option<i64>,
+    /// Resident set size of the proxy (all its processes), KiB, at the end of the run.
+    pub rss_kib: Option<u64>,
+    /// Process start to first request served through it, milliseconds.
+    pub startup_ms: Option<f64>,
+}
+
+/// Harness errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BenchError(String);
+
+fn err(context: &str, e: impl std::fmt::Display) -> BenchError {
+    BenchError(format!("{context}: {e}"))
+}
+
+/// Harness options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `meshsim-sidecar` executable to run as the proxy.
+    pub sidecar_bin: PathBuf,
+    /// Redis for the rate-limit policy.
+    pub redis_url: String,
+    /// nginx executable.
+    pub nginx_bin: PathBuf,
+    /// Warm-up before the measured phase.
+    pub warmup: Duration,
+    /// Per-request timeout of the load generator.
+    pub request_timeout: Duration,
+    /// Sidecar worker threads (1 = current-thread runtime, comparable to one nginx worker).
+    pub worker_threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sidecar_bin: std::env::current_exe().unwrap_or_else(|_| "meshsim-sidecar".into()),
+            redis_url: std::env::var("MESHSIM_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into()),
+            nginx_bin: "nginx".into(),
+            warmup: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            worker_threads: 1,
+        }
+    }
+}
+
+/// The harness: upstream, certificates, JWT keys and a runtime for the load generator.
+pub struct Harness {
+    opts: Options,
+    rt: tokio::runtime::Runtime,
+    dir: PathBuf,
+    upstream: SocketAddr,
+    pki: Pki,
+    token: String,
+    client_tls: Arc<rustls::ClientConfig>,
+    clk_tck: f64,
+    page_kib: u64,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("dir", &self.dir)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const SERVER_ID: &str = "spiffe://cluster.local/ns/bench/sa/function";
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/bench/sa/loadgen";
+const ISSUER: &str = "https://issuer.bench";
+const AUDIENCE: &str = "bench-fn";
+
+fn getconf(name: &str, default: u64) -> u64 {
+    Command::new("getconf")
+        .arg(name)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// Measure with default options (the sidecar binary is this executable).
+pub fn measure(
+    policy_set: &PolicySet,
+    rate_rps: u64,
+    duration: Duration,
+) -> Result<Measurement, BenchError> {
+    let h = Harness::new(Options::default())?;
+    let direct = h.measure_target(&Target::Direct, rate_rps, duration)?;
+    let mut m = h.measure_target(&Target::Sidecar(policy_set.clone()), rate_rps, duration)?;
+    m.set_added(&direct);
+    Ok(m)
+}
+
+impl Measurement {
+    /// Fill the added-latency fields from a direct measurement at the same rate.
+    pub fn set_added(&mut self, direct: &Measurement) {
+        self.added_p50_us = Some(self.latency_p50_us as i64 - direct.latency_p50_us as i64);
+        self.added_p99_us = Some(self.latency_p99_us as i64 - direct.latency_p99_us as i64);
+    }
+}
+
+impl Harness {
+    /// Start the upstream, generate the CA, workload certificates, JWKS and a token.
+    pub fn new(opts: Options) -> Result<Harness, BenchError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| err("runtime", e))?;
+        let dir = std::env::temp_dir().join(format!("meshsim-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| err("bench dir", e))?;
+        let upstream = rt.block_on(start_upstream())?;
+        let pki = Pki::generate("cluster.local").map_err(|e| err("ca", e))?;
+        let server = pki.issue(SERVER_ID).map_err(|e| err("issue", e))?;
+        let write =
+            |name: &str, text: &str| std::fs::write(dir.join(name), text).map_err(|e| err(name, e));
+        write("ca.pem", pki.ca_pem())?;
+        write("cert.pem", &server.cert_pem)?;
+        write("key.pem", &server.key_pem)?;
+        let issuer =
+            TestIssuer::generate(Algorithm::RS256, "bench-1").map_err(|e| err("jwt key", e))?;
+        write("jwks.json", &TestIssuer::jwks(&[&issuer]))?;
+        let mut claims = TestIssuer::claims(ISSUER, AUDIENCE, "loadgen");
+        claims["exp"] = (claims["exp"].as_u64().unwrap_or(0) + 86_400).into();
+        let token = issuer.sign(&claims);
+        let client_tls = pki
+            .materials(CLIENT_ID)
+            .and_then(|m| m.client_config(Some(SERVER_ID)))
+            .map_err(|e| err("client tls", e))?;
+        Ok(Harness {
+            clk_tck: getconf("CLK_TCK", 100) as f64,
+            page_kib: getconf("PAGESIZE", 4096) / 1024,
+            opts,
+            rt,
+            dir,
+            upstream,
+            pki,
+            token,
+            client_tls,
+        })
+    }
+
+    /// The CA the harness issued the sidecar's certificate from.
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
+    /// The sidecar config for a policy set (TOML), listening on `port`.
+    pub fn sidecar_config(&self, set: &PolicySet, port: u16) -> String {
+        let d = self.dir.display();
+        let mut c = format!(
+            "version = 1\nfunction = \"bench-fn\"\n[runtime]\nworker_threads = {}\n[inbound]\nlisten = \"127.0.0.1:{port}\"\nupstream = [\"{}\"]\n",
+            self.opts.worker_threads, self.upstream
+        );
+        if set.has(Policy::Mtls) {
+            c += &format!(
+                "[identity]\ntrust_domain = \"cluster.local\"\nnamespace = \"bench\"\nservice_account = \"function\"\ncerts = {{ kind = \"files\", ca = \"{d}/ca.pem\", cert = \"{d}/cert.pem\", key = \"{d}/key.pem\" }}\n[policies.mtls]\nmode = \"strict\"\nallowed_peers = [\"spiffe://cluster.local/ns/bench/*\"]\n"
+            );
+        }
+        if set.has(Policy::Ports) {
+            c += &format!(
+                "[policies.ports]\nprotocols = [\"http1\", \"http2\"]\nupstream_ports = [{}]\n",
+                self.upstream.port()
+            );
+        }
+        if set.has(Policy::Jwt) {
+            c += &format!(
+                "[policies.jwt]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\njwks_file = \"{d}/jwks.json\"\nforward_claims = [\"sub\"]\n"
+            );
+        }
+        if set.has(Policy::Authz) {
+            c += "[[policies.authz.rules]]\naction = \"deny\"\npaths = [\"/admin/*\"]\n[[policies.authz.rules]]\naction = \"allow\"\nmethods = [\"GET\", \"POST\"]\npaths = [\"/bench*\"]\nheaders = { \"x-tenant\" = [\"bench*\"] }\n";
+        }
+        if set.has(Policy::RateLimit) {
+            c += &format!(
+                "[policies.rate_limit]\nredis_url = \"{}\"\nrequests_per_window = 1000000000\nwindow_s = 1\nkey = {{ kind = \"source\" }}\nfailure_mode = \"closed\"\nredis_timeout_ms = 200\nlocal = {{ capacity = 100000, refill_per_s = 100000 }}\n",
+                self.opts.redis_url
+            );
+        }
+        if set.has(Policy::Tracing) {
+            c += "[policies.tracing]\nsampling = 0.01\n";
+        }
+        if set.has(Policy::AccessLog) {
+            c += &format!("[policies.access_log]\npath = \"{d}/access-{port}.log\"\n");
+        }
+        if set.has(Policy::Retry) {
+            c += "[policies.retry]\nmax_retries = 2\n";
+        }
+        if set.has(Policy::CircuitBreaker) {
+            c += "[policies.circuit_breaker]\nmax_connections = 1024\nmax_pending = 1024\nmax_requests = 1024\nconsecutive_5xx = 5\n";
+        }
+        c
+    }
+
+    /// Measure one target at one rate for `duration` (after the warm-up).
+    pub fn measure_target(
+        &self,
+        target: &Target,
+        rate_rps: u64,
+        duration: Duration,
+    ) -> Result<Measurement, BenchError> {
+        let spawn_at = Instant::now();
+        let (addr, mut proc) = match target {
+            Target::Direct => (self.upstream, None),
+            Target::Sidecar(set) => {
+                let port = free_port()?;
+                let cfg = self.dir.join(format!("sidecar-{port}.toml"));
+                std::fs::write(&cfg, self.sidecar_config(set, port))
+                    .map_err(|e| err("config", e))?;
+                let stderr = std::fs::File::create(self.dir.join(format!("sidecar-{port}.stderr")))
+                    .map_err(|e| err("stderr file", e))?;
+                let child = Command::new(&self.opts.sidecar_bin)
+                    .arg("serve")
+                    .arg("--config")
+                    .arg(&cfg)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(stderr)
+                    .spawn()
+                    .map_err(|e| {
+                        err(&format!("spawning {}", self.opts.sidecar_bin.display()), e)
+                    })?;
+                (
+                    SocketAddr::from(([127, 0, 0, 1], port)),
+                    Some(Proc::new(child)),
+                )
+            }
+            Target::Nginx => {
+                let port = free_port()?;
+                let child = self.spawn_nginx(port)?;
+                (
+                    SocketAddr::from(([127, 0, 0, 1], port)),
+                    Some(Proc::new(child)),
+                )
+            }
+        };
+        let tls = matches!(target, Target::Sidecar(s) if s.has(Policy::Mtls));
+        let result = self.rt.block_on(async {
+            let client = LoadClient::new(addr, tls.then(|| self.client_tls.clone()), &self.token);
+            let startup_ms = match &proc {
+                Some(_) => Some(
+                    client
+                        .wait_first_ok(spawn_at, Duration::from_secs(10))
+                        .await?,
+                ),
+                None => None,
+            };
+            let _ = client
+                .run(rate_rps, self.opts.warmup, self.opts.request_timeout)
+                .await;
+            let cpu0 = proc.as_mut().map(|p| p.cpu_ticks()).transpose()?;
+            let stats = client
+                .run(rate_rps, duration, self.opts.request_timeout)
+                .await;
+            let cpu1 = proc.as_mut().map(|p| p.cpu_ticks()).transpose()?;
+            let rss_kib = proc
+                .as_mut()
+                .map(|p| p.rss_pages())
+                .transpose()?
+                .map(|p| p * self.page_kib);
+            let cpu_us_per_request = match (cpu0, cpu1) {
+                (Some(a), Some(b)) if stats.sent > 0 => {
+                    Some((b.saturating_sub(a)) as f64 / self.clk_tck * 1e6 / stats.sent as f64)
+                }
+                _ => None,
+            };
+            Ok::<_, BenchError>(Measurement {
+                target: target.name(),
+                rate_rps,
+                duration_s: duration.as_secs_f64(),
+                sent: stats.sent,
+                ok: stats.ok,
+                errors: stats.sent - stats.ok,
+                cpu_us_per_request,
+                latency_p50_us: stats.hist.value_at_quantile(0.50),
+                latency_p99_us: stats.hist.value_at_quantile(0.99),
+                added_p50_us: None,
+                added_p99_us: None,
+                rss_kib,
+                startup_ms,
+            })
+        });
+        if let Some(p) = proc {
+            p.stop();
+        }
+        result
+    }
+
+    fn spawn_nginx(&self, port: u16) -> Result<Child, BenchError> {
+        let d = self.dir.join(format!("nginx-{port}"));
+        std::fs::create_dir_all(&d).map_err(|e| err("nginx dir", e))?;
+        let user = if is_root() { "user root;\n" } else { "" };
+        let conf = format!(
+            "{user}worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream fn {{ server {up}; keepalive 256; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://fn;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+            d = d.display(),
+            up = self.upstream,
+        );
+        let conf_path = d.join("nginx.conf");
+        std::fs::write(&conf_path, conf).map_err(|e| err("nginx conf", e))?;
+        Command::new(&self.opts.nginx_bin)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(&d)
+            .arg("-e")
+            .arg(d.join("stderr.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| err(&format!("spawning {}", self.opts.nginx_bin.display()), e))
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn free_port() -> Result<u16, BenchError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| err("free port", e))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| err("free port", e))
+}
+
+/// A proxy process (and, for nginx, its workers).
+struct Proc {
+    child: Child,
+}
+
+/// `(ppid, utime + stime, rss pages)` of one process from `/proc/<pid>/stat`.
+fn proc_stat(pid: u32) -> Option<(u32, u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields start after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state): ppid = field 4, utime = 14, stime = 15, rss = 24.
+    let ppid = f.get(1)?.parse().ok()?;
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    let rss: u64 = f.get(21)?.parse().ok()?;
+    Some((ppid, utime + stime, rss))
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| proc_stat(*p).is_some_and(|(ppid, _, _)| ppid == pid))
+        .collect()
+}
+
+impl Proc {
+    fn new(child: Child) -> Proc {
+        Proc { child }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        let pid = self.child.id();
+        let mut v = vec![pid];
+        v.extend(children_of(pid));
+        v
+    }
+
+    /// CPU ticks of the process and its children (nginx workers), including exited
+    /// threads of the process itself.
+    fn cpu_ticks(&mut self) -> Result<u64, BenchError> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(BenchError(format!("proxy exited early: {status}")));
+        }
+        Ok(self
+            .pids()
+            .into_iter()
+            .filter_map(proc_stat)
+            .map(|(_, t, _)| t)
+            .sum())
+    }
+
+    fn rss_pages(&mut self) -> Result<u64, BenchError> {
+        Ok(self
+            .pids()
+            .into_iter()
+            .filter_map(proc_stat)
+            .map(|(_, _, r)| r)
+            .sum())
+    }
+
+    /// SIGTERM, then wait up to 5 s, then SIGKILL.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_upstream() -> Result<SocketAddr, BenchError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| err("upstream bind", e))?;
+    let addr = listener.local_addr().map_err(|e| err("upstream addr", e))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: Request<hyper::body::Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                        b"{\"result\":\"ok\",\"function\":\"bench-fn\",\"padding\":\"................\"}\n",
+                    ))))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Result of one load phase.
+#[derive(Debug)]
+pub struct LoadStats {
+    /// Requests sent.
+    pub sent: u64,
+    /// 200 responses.
+    pub ok: u64,
+    /// Latency from intended send time, microseconds.
+    pub hist: Histogram<u64>,
+}
+
+/// An open-loop HTTP/1.1 load generator with a keep-alive connection pool.
+#[derive(Clone)]
+pub struct LoadClient {
+    client: Client<Connector, Full<Bytes>>,
+    uri: http::Uri,
+    token: Arc<str>,
+}
+
+impl std::fmt::Debug for LoadClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadClient")
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadClient {
+    /// Client for `addr` (over mTLS when `tls` is set) sending `Authorization: Bearer token`.
+    pub fn new(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        token: &str,
+    ) -> LoadClient {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(4096)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .build(Connector::new(Duration::from_secs(2), tls));
+        let uri = format!("http://{addr}/bench/fn?x=1")
+            .parse()
+            .unwrap_or_default();
+        LoadClient {
+            client,
+            uri,
+            token: token.into(),
+        }
+    }
+
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = self.uri.clone();
+        let h = req.headers_mut();
+        h.insert(
+            http::header::HOST,
+            http::HeaderValue::from_static("bench-fn.local"),
+        );
+        h.insert("x-tenant", http::HeaderValue::from_static("bench-tenant"));
+        if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {}", self.token)) {
+            h.insert(http::header::AUTHORIZATION, v);
+        }
+        req
+    }
+
+    async fn one(&self, timeout: Duration) -> bool {
+        let fut = async {
+            let resp = self.client.request(self.request()).await.ok()?;
+            let ok = resp.status() == http::StatusCode::OK;
+            resp.into_body().collect().await.ok()?;
+            Some(ok)
+        };
+        matches!(tokio::time::timeout(timeout, fut).await, Ok(Some(true)))
+    }
+
+    /// Poll until a request succeeds; milliseconds since `since`.
+    pub async fn wait_first_ok(&self, since: Instant, limit: Duration) -> Result<f64, BenchError> {
+        while since.elapsed() < limit {
+            if self.one(Duration::from_millis(500)).await {
+                return Ok(since.elapsed().as_secs_f64() * 1e3);
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        Err(BenchError(
+            "proxy did not serve a request within 10 s".into(),
+        ))
+    }
+
+    /// Send at `rate_rps` for `duration` (schedule-based), wait for all responses.
+    ///
+    /// The schedule is kept by a dedicated OS thread sleeping with `std::thread::sleep`
+    /// (tens of microseconds of slack) rather than tokio's 1 ms timer wheel; each request is
+    /// spawned onto the runtime at its due time and its latency counts from that due time.
+    pub async fn run(&self, rate_rps: u64, duration: Duration, timeout: Duration) -> LoadStats {
+        let hist = Arc::new(Mutex::new(new_hist()));
+        let ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let total = (rate_rps as f64 * duration.as_secs_f64()).round() as u64;
+        let interval_ns = 1e9 / rate_rps.max(1) as f64;
+        let handle = tokio::runtime::Handle::current();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let this = self.clone();
+        let (h2, ok2) = (hist.clone(), ok.clone());
+        let dispatcher = std::thread::spawn(move || {
+            let start = Instant::now();
+            for i in 0..total {
+                let due = start + Duration::from_nanos((i as f64 * interval_ns) as u64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let (this, hist, ok, done) =
+                    (this.clone(), h2.clone(), ok2.clone(), done_tx.clone());
+                handle.spawn(async move {
+                    let good = this.one(timeout).await;
+                    // Latency from the intended send time, not from when we got round to it.
+                    let us = due.elapsed().as_micros() as u64;
+                    if good {
+                        ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if let Ok(mut h) = hist.lock() {
+                        h.saturating_record(us.max(1));
+                    }
+                    let _ = done.send(());
+                });
+            }
+        });
+        let mut finished = 0;
+        while finished < total && done_rx.recv().await.is_some() {
+            finished += 1;
+        }
+        let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
+        let hist = match hist.lock() {
+            Ok(h) => h.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        LoadStats {
+            sent: total,
+            ok: ok.load(std::sync::atomic::Ordering::Relaxed),
+            hist,
+        }
+    }
+}
+
+/// Latency histogram: 1 us .. 60 s, 3 significant figures.
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// Run the standard comparison at `rates` and return every measurement (direct, nginx, and
+/// the sidecar with each policy set), with added latencies filled in.
+pub fn run_suite(
+    h: &Harness,
+    rates: &[u64],
+    sets: &[PolicySet],
+    duration: Duration,
+    with_nginx: bool,
+    mut progress: impl FnMut(&Measurement),
+) -> Result<Vec<Measurement>, BenchError> {
+    let mut out = Vec::new();
+    for &rate in rates {
+        let direct = h.measure_target(&Target::Direct, rate, duration)?;
+        progress(&direct);
+        let mut targets: Vec<Target> = Vec::new();
+        if with_nginx {
+            targets.push(Target::Nginx);
+        }
+        targets.extend(sets.iter().cloned().map(Target::Sidecar));
+        let mut row = vec![direct.clone()];
+        for t in targets {
+            let mut m = h.measure_target(&t, rate, duration)?;
+            m.set_added(&direct);
+            progress(&m);
+            row.push(m);
+        }
+        out.extend(row);
+    }
+    Ok(out)
+}
+
+/// Render measurements as a Markdown table, with CPU ratios against nginx at the same rate.
+pub fn table(ms: &[Measurement]) -> String {
+    let mut s = String::from(
+        "| rate | target | ok/sent | CPU us/req | x nginx | p50 us | p99 us | added p50 us | added p99 us | RSS MB | start-up ms |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for m in ms {
+        let nginx = ms
+            .iter()
+            .find(|n| n.rate_rps == m.rate_rps && n.target == "nginx")
+            .and_then(|n| n.cpu_us_per_request);
+        let opt = |v: Option<f64>, prec: usize| {
+            v.map(|v| format!("{v:.prec$}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let ratio = match (m.cpu_us_per_request, nginx) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        s += &format!(
+            "| {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            m.rate_rps,
+            m.target,
+            m.ok,
+            m.sent,
+            opt(m.cpu_us_per_request, 1),
+            ratio,
+            m.latency_p50_us,
+            m.latency_p99_us,
+            m.added_p50_us
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            m.added_p99_us
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            opt(m.rss_kib.map(|k| k as f64 / 1024.0), 1),
+            opt(m.startup_ms, 1),
+        );
+    }
+    s
+}
+
+/// Path of the harness's scratch directory (configs, logs of the proxies).
+pub fn scratch_dir(h: &Harness) -> &Path {
+    &h.dir
+}
