@@ -1,6 +1,6 @@
 //! Replays a trace without a mesh and prints the summary JSON, events, events/s and wall time.
 //!
-//! `cargo run --release -p meshsim-sim --example replay [embedded:azure-250|DIR] [minutes]`
+//! `[MESHSIM_CONFIG=file.toml] cargo run --release -p meshsim-sim --example replay [embedded:azure-250|DIR] [minutes]`
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -13,7 +13,19 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let cfg = meshsim_models::SimConfig::default();
+    let cfg = match std::env::var("MESHSIM_CONFIG") {
+        Ok(path) => {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            match meshsim_models::SimConfig::from_toml_str(&text, &path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Err(_) => meshsim_models::SimConfig::default(),
+    };
     let opts = meshsim_sim::RunOptions {
         seed: 42,
         replication: 0,

@@ -175,6 +175,7 @@ struct Req {
     cold_ns: u64,
     queue_ns: u64,
     exec_start: u64,
+    qp_wait_start: u64,
     return_ns: u64,
 }
 
@@ -199,6 +200,7 @@ impl Req {
             cold_ns: 0,
             queue_ns: 0,
             exec_start: 0,
+            qp_wait_start: 0,
             return_ns: 0,
         }
     }
@@ -216,6 +218,10 @@ struct Pod {
     node: Option<u16>,
     step: PodStep,
     in_flight: u32,
+    /// Requests in the user container (bounded by the container concurrency).
+    executing: u32,
+    /// Requests queued in the queue-proxy's breaker.
+    waiting: VecDeque<u32>,
     res: PodResources,
     /// Resident memory on its node, MiB.
     rss_mib: f64,
@@ -298,6 +304,8 @@ pub struct Simulation {
     pods_started: u64,
     // Parameters in ns.
     hop_ns: u64,
+    /// Container concurrency (0: unlimited).
+    cc: u32,
     watch_ns: u64,
     timeout_ns: u64,
     tick_ns: u64,
@@ -413,6 +421,7 @@ impl Simulation {
             in_flight: 0,
             pods_started: 0,
             hop_ns: cl.network_hop_us * US,
+            cc: kn.container_concurrency,
             watch_ns: cfg.kubernetes.watch_delay_ms * MS,
             timeout_ns: kn.request_timeout_s * SEC,
             tick_ns: kn.tick_ms * MS,
@@ -676,18 +685,15 @@ impl Simulation {
                     }
                 }
                 Step::Exec => {
-                    let r = &mut self.reqs[slot as usize];
-                    r.exec_start = self.now;
-                    let (work, pod) = (r.exec_ns, r.pod);
-                    let node = self.pods[pod as usize]
-                        .node
-                        .expect("routable pod has a node");
-                    self.add_job(
-                        node,
-                        work,
-                        JobOwner::Request { slot, tag },
-                        CpuCategory::Function,
-                    );
+                    let pod = self.reqs[slot as usize].pod;
+                    let p = &mut self.pods[pod as usize];
+                    if self.cc > 0 && p.executing >= self.cc {
+                        // The queue-proxy's breaker holds it until a slot frees.
+                        p.waiting.push_back(slot);
+                        self.reqs[slot as usize].qp_wait_start = self.now;
+                    } else {
+                        self.start_exec(slot);
+                    }
                     return;
                 }
                 Step::Finish => {
@@ -696,6 +702,21 @@ impl Simulation {
                 }
             }
         }
+    }
+
+    fn start_exec(&mut self, slot: u32) {
+        let r = &mut self.reqs[slot as usize];
+        r.exec_start = self.now;
+        let (work, pod, tag) = (r.exec_ns, r.pod, r.tag);
+        let p = &mut self.pods[pod as usize];
+        p.executing += 1;
+        let node = p.node.expect("routable pod has a node");
+        self.add_job(
+            node,
+            work,
+            JobOwner::Request { slot, tag },
+            CpuCategory::Function,
+        );
     }
 
     fn activate(&mut self, rev: u32) {
@@ -722,6 +743,7 @@ impl Simulation {
         self.reqs[slot as usize].in_knative = true;
         let rv = &self.revs[rev as usize];
         if rv.mode == DataPathMode::Serve && !rv.routable.is_empty() {
+            // The gateway balances without knowing pod capacity; the queue-proxy enforces it.
             let pod = self.pick_pod(rev);
             self.forward_to_pod(slot, pod);
             return;
@@ -779,12 +801,30 @@ impl Simulation {
         }
     }
 
-    /// At the activator: forward to a routable pod, or buffer. Returns whether the request
-    /// continues now.
+    /// A pod the activator may forward to: with a container concurrency, the least loaded
+    /// routable pod below it (lowest id among equals), or none; without, [`Self::pick_pod`].
+    fn pick_with_capacity(&mut self, rev: u32) -> Option<u32> {
+        let rv = &self.revs[rev as usize];
+        if rv.routable.is_empty() {
+            return None;
+        }
+        if self.cc == 0 {
+            return Some(self.pick_pod(rev));
+        }
+        rv.routable
+            .iter()
+            .copied()
+            .filter(|&p| self.pods[p as usize].in_flight < self.cc)
+            .min_by_key(|&p| (self.pods[p as usize].in_flight, p))
+    }
+
+    /// At the activator: forward to a routable pod with capacity, or buffer (behind what is
+    /// already buffered). Returns whether the request continues now.
     fn dispatch(&mut self, slot: u32) -> bool {
         let rev = self.reqs[slot as usize].function;
-        if !self.revs[rev as usize].routable.is_empty() {
-            let pod = self.pick_pod(rev);
+        if self.revs[rev as usize].buffered_live == 0
+            && let Some(pod) = self.pick_with_capacity(rev)
+        {
             self.forward_to_pod(slot, pod);
             return true;
         }
@@ -865,9 +905,12 @@ impl Simulation {
         } else {
             (now - r.arrival, None, 0)
         };
+        let mut next = None;
         if r.pod != NO_POD {
             let p = &mut self.pods[r.pod as usize];
             p.in_flight -= 1;
+            p.executing -= 1;
+            next = p.waiting.pop_front();
             if p.step == PodStep::Terminating && p.in_flight == 0 {
                 self.delete_pod(r.pod);
             }
@@ -899,11 +942,25 @@ impl Simulation {
         if let Some(v) = &mut self.records {
             v.push(rec);
         }
+        let (pod, rev) = (r.pod, r.function);
         let r = &mut self.reqs[slot as usize];
         r.state = ReqState::Free;
         r.tag = r.tag.wrapping_add(1);
         self.free.push(slot);
         self.in_flight -= 1;
+        if let Some(n) = next {
+            let w = &mut self.reqs[n as usize];
+            w.queue_ns += now - w.qp_wait_start;
+            self.start_exec(n);
+        }
+        // A slot freed: the activator forwards what it holds for lack of capacity.
+        if self.cc > 0
+            && pod != NO_POD
+            && self.pods[pod as usize].step == PodStep::Routable
+            && self.revs[rev as usize].buffered_live > 0
+        {
+            self.flush_buffer(rev);
+        }
     }
 
     fn timeout(&mut self, slot: u32, tag: u32) {
@@ -929,14 +986,21 @@ impl Simulation {
         self.finish_req(slot, Some(reason));
     }
 
-    /// A pod became routable: the activator forwards what it buffered.
+    /// A pod became routable or a slot freed: the activator forwards what it buffered, in
+    /// order, while a pod has capacity.
     fn flush_buffer(&mut self, rev: u32) {
         let now = self.now;
-        while let Some((slot, tag)) = self.revs[rev as usize].buffer.pop_front() {
-            let r = &mut self.reqs[slot as usize];
+        while let Some(&(slot, tag)) = self.revs[rev as usize].buffer.front() {
+            let r = &self.reqs[slot as usize];
             if r.tag != tag || r.state != ReqState::Buffered {
+                self.revs[rev as usize].buffer.pop_front();
                 continue;
             }
+            let Some(pod) = self.pick_with_capacity(rev) else {
+                break;
+            };
+            self.revs[rev as usize].buffer.pop_front();
+            let r = &mut self.reqs[slot as usize];
             let wait = now - r.buffered_at;
             if r.cold {
                 r.cold_ns += wait;
@@ -944,7 +1008,6 @@ impl Simulation {
                 r.queue_ns += wait;
             }
             self.revs[rev as usize].buffered_live -= 1;
-            let pod = self.pick_pod(rev);
             self.forward_to_pod(slot, pod);
             self.advance_req(slot);
         }
@@ -1062,6 +1125,8 @@ impl Simulation {
             node: None,
             step: PodStep::CreateWrite,
             in_flight: 0,
+            executing: 0,
+            waiting: VecDeque::new(),
             res: rv.res,
             rss_mib: 0.0,
             footprint_mib: 0.0,

@@ -18,7 +18,8 @@
 //! tick that is still over the threshold; it ends at the first tick more than one stable window
 //! after the last over-threshold tick. While panicking the KPA never scales down. The excess
 //! burst capacity `floor(ready x target - tbc - panic)` chooses serve mode (>= 0) or proxy mode
-//! (activator on the path). Scale to zero: once the desired count is 0, pods are kept for the
+//! (activator on the path); a negative tbc keeps proxy mode always. `target` is the container
+//! concurrency when one is set (and lower), as in knative. Scale to zero: once the desired count is 0, pods are kept for the
 //! scale-to-zero grace period (30 s); the revision scales to zero at the first tick at least the
 //! grace period after the first tick that wanted 0 (so, after an idle request stream, stable
 //! window + grace, rounded up to ticks).
@@ -93,7 +94,7 @@ impl Kpa {
     pub fn new(k: &KnativeConfig) -> Self {
         Self {
             target: k.pod_capacity(),
-            total: f64::from(k.target_concurrency),
+            total: k.pod_target(),
             panic_threshold: f64::from(k.panic_threshold_pct) / 100.0,
             stable_window_ns: u64::from(k.stable_window_s) * SEC,
             grace_ns: u64::from(k.scale_to_zero_grace_s) * SEC,
@@ -147,7 +148,7 @@ impl Autoscaler for Kpa {
         ScaleDecision {
             desired,
             panicking: st.panic_time.is_some(),
-            mode: if excess >= 0.0 {
+            mode: if self.tbc >= 0.0 && excess >= 0.0 {
                 DataPathMode::Serve
             } else {
                 DataPathMode::Proxy

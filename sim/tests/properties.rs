@@ -60,8 +60,10 @@ proptest! {
         horizon_s in prop::option::of(1u64..200),
         seed in any::<u64>(),
         mem_req in prop::collection::vec(64u64..3_000, 4),
+        container_concurrency in 0u32..3,
     ) {
-        let cfg = small_cfg(workers, cores, memory_gib, timeout_s);
+        let mut cfg = small_cfg(workers, cores, memory_gib, timeout_s);
+        cfg.knative.container_concurrency = container_concurrency;
         prop_assume!(cfg.validate().is_ok());
         let specs: Vec<FunctionSpec> = (0..functions)
             .map(|i| FunctionSpec { memory_request_mib: mem_req[i] })

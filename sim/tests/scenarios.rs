@@ -231,3 +231,26 @@ fn no_capacity_is_counted_not_dropped() {
     assert_eq!(failed.end_to_end_ns, 30 * SEC);
     assert_eq!(r.in_flight, 0);
 }
+
+#[test]
+fn container_concurrency_one_holds_the_second_request_at_the_activator() {
+    let mut cfg = exact_cfg();
+    cfg.knative.container_concurrency = 1;
+    let p = params(&cfg);
+    let e = 200 * MS;
+    let r = simulate(&cfg, 1, vec![inv(0, 0, e), inv(0, 0, e)]);
+    let recs = r.invocations.unwrap();
+    let routable = p.g + p.h + p.a + cold_wait(&p);
+    // A runs as the single cold invocation does.
+    let a_exec_end = routable + p.h + p.q + e;
+    assert_eq!(recs[0].end_to_end_ns, a_exec_end + 2 * p.h);
+    // B waits at the activator until A's slot frees, then crosses the hop and the
+    // queue-proxy and executes. (The second request arrives while the pod is cold, so its
+    // whole wait counts as cold-start wait.)
+    let b = &recs[1];
+    assert_eq!(b.end_to_end_ns, a_exec_end + p.h + p.q + e + 2 * p.h);
+    assert_eq!(b.cold_start_ns, a_exec_end - (p.g + p.h + p.a));
+    assert_eq!(b.contention_ns, 0);
+    // One pod: 2 requests / 60 s / 0.7 stays below 1 pod in the stable window, no panic.
+    assert_eq!(r.pods_started, 1);
+}
