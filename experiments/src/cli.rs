@@ -1,5 +1,7 @@
 //! Command-line definition and dispatch.
 
+use crate::bench::{self, BenchArgs};
+use crate::replay::{self, ReplayArgs};
 use crate::trace_cmd::{self, TraceCommand};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +21,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Replay a trace through the simulated cluster (the main job). With no arguments: the
+    /// bundled 250-function Azure sample, first 30 minutes, seed 42, results in results/replay/.
+    Replay(ReplayArgs),
+    /// Measure the simulator's speed: wall time and events/s on the bundled traces (and with
+    /// --large a 1.7M-invocation synthetic trace on 100 workers, with peak RSS).
+    Bench(BenchArgs),
     /// Inspect, sample or generate workload traces (Azure Functions 2019 / InVitro format).
     #[command(subcommand)]
     Trace(TraceCommand),
@@ -38,6 +46,8 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Replay(a) => replay::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Trace(cmd) => trace_cmd::run(cmd),
     }
 }

@@ -1,0 +1,108 @@
+//! `meshsim replay` end to end through the real binary: every output file, the summary schema,
+//! and clear errors for bad config.
+
+use std::process::Command;
+
+fn meshsim(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_meshsim"))
+        .env("CI", "1")
+        .args(args)
+        .output()
+        .expect("run meshsim")
+}
+
+#[test]
+fn replay_writes_summary_tables_run_and_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let o = meshsim(&[
+        "replay",
+        "--trace",
+        "embedded:azure-100",
+        "--minutes",
+        "5",
+        "--seed",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in [
+        "summary.json",
+        "run.json",
+        "invocations.parquet",
+        "node_seconds.parquet",
+        "slowdown_cdf.png",
+        "slowdown_cdf.svg",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["schema"], 1);
+    assert_eq!(s["seed"], 3);
+    let sc = &s["scenarios"]["no-mesh"];
+    for key in [
+        "invocations",
+        "completed",
+        "failed",
+        "failure_rate",
+        "failures_by_reason",
+        "cold_starts",
+        "slowdown",
+        "cold_start_s",
+        "worker_cpu_cores",
+        "worker_mem_gib",
+        "cp_cpu_cores",
+        "xds",
+        "sim",
+    ] {
+        assert!(!sc[key].is_null(), "summary lacks {key}: {sc}");
+    }
+    let inv = sc["invocations"].as_u64().unwrap();
+    assert_eq!(inv, s["trace"]["invocations"].as_u64().unwrap());
+    assert!(sc["completed"].as_u64().unwrap() + sc["failed"].as_u64().unwrap() <= inv);
+    assert!(sc["slowdown"]["p50"].as_f64().unwrap() >= 1.0);
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["seed"], 3);
+    assert_eq!(run["config_hash"].as_str().unwrap().len(), 16);
+    assert!(run["config"]["cluster"]["workers"].as_u64().is_some());
+    assert!(
+        std::fs::read_dir(&out).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".tmp"))
+    );
+}
+
+#[test]
+fn bad_config_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "version = 1\n[cluster]\nworkers = 0\n").unwrap();
+    let o = meshsim(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("c.toml") && err.contains("workers"), "{err}");
+
+    std::fs::write(&cfg, "version = 1\n[cluster]\nworkerz = 3\n").unwrap();
+    let o = meshsim(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("workerz"), "{err}");
+    assert!(!dir.path().join("o/summary.json").exists());
+}
