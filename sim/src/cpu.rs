@@ -31,10 +31,12 @@ pub enum CpuCategory {
 /// Number of [`CpuCategory`] values.
 pub const NCAT: usize = 8;
 
-/// Who is waiting for a job: a request slot with its generation, or nobody.
+/// Who is waiting for a job: a request slot with its generation, the mesh model (with its
+/// token), or nobody.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobOwner {
     Request { slot: u32, tag: u32 },
+    Mesh { token: u64 },
     Background,
 }
 

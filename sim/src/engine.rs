@@ -26,7 +26,10 @@ use crate::kubernetes::{
     ApiWrite, ControlPlane, NodeAlloc, Placement, PodResources, PodStep, Scheduler, WriteOwner,
     WriteRequest, scheduler_for,
 };
-use crate::mesh::{ClusterEvent, ContainerKind, ContainerSpec, HopPoint, SidecarModel};
+use crate::mesh::{
+    ClusterEvent, ContainerKind, ContainerSpec, HopDecision, HopPoint, MeshAction, MeshCtx,
+    SidecarModel,
+};
 use crate::metrics::{
     ColdStartSummary, Collector, FailureReason, InvocationRecord, NodeSecond, NodeSeries,
     SLOWDOWN_SCALE, ScenarioSummary, SimStats, SlowdownSummary, p50_p95,
@@ -118,6 +121,14 @@ enum Ev {
     Rev { rev: u32 },
     Tick,
     Timeout { slot: u32, tag: u32 },
+    Mesh { token: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum MeshCall {
+    Event(ClusterEvent),
+    Timer(u64),
+    CpuDone(u64),
 }
 
 impl Ev {
@@ -130,6 +141,7 @@ impl Ev {
             Ev::Rev { rev } => (5, rev.into(), 0),
             Ev::Tick => (6, 0, 0),
             Ev::Timeout { slot, tag } => (7, slot.into(), tag.into()),
+            Ev::Mesh { token } => (8, token, 0),
         }
     }
 }
@@ -146,6 +158,7 @@ enum Step {
     Dispatch,
     Exec,
     Finish,
+    Fail(FailureReason),
 }
 
 const MAX_STEPS: usize = 8;
@@ -175,6 +188,8 @@ struct Req {
     cold_ns: u64,
     queue_ns: u64,
     exec_start: u64,
+    /// Reached the user container.
+    started: bool,
     qp_wait_start: u64,
     return_ns: u64,
 }
@@ -200,6 +215,7 @@ impl Req {
             cold_ns: 0,
             queue_ns: 0,
             exec_start: 0,
+            started: false,
             qp_wait_start: 0,
             return_ns: 0,
         }
@@ -296,6 +312,7 @@ pub struct Simulation {
     lb_rng: Rng,
     start_rng: Rng,
     done_buf: Vec<JobOwner>,
+    mesh_actions: Vec<MeshAction>,
     collector: Collector,
     records: Option<Vec<InvocationRecord>>,
     pod_log: Option<Vec<PodRecord>>,
@@ -414,6 +431,7 @@ impl Simulation {
             lb_rng: stream(opts.seed, opts.replication, "activator/lb"),
             start_rng: stream(opts.seed, opts.replication, "kubelet/pod-start"),
             done_buf: Vec::new(),
+            mesh_actions: Vec::new(),
             collector: Collector::default(),
             records: opts.record_invocations.then(Vec::new),
             pod_log: opts.record_pods.then(Vec::new),
@@ -570,6 +588,7 @@ impl Simulation {
             Ev::Rev { rev } => self.rev_chain_next(rev),
             Ev::Tick => self.tick(),
             Ev::Timeout { slot, tag } => self.timeout(slot, tag),
+            Ev::Mesh { token } => self.mesh_call(MeshCall::Timer(token)),
         }
     }
 
@@ -602,10 +621,12 @@ impl Simulation {
             self.q.push(SimTime(t), Ev::Cpu { node, epoch });
         }
         for owner in done.drain(..) {
-            if let JobOwner::Request { slot, tag } = owner
-                && self.reqs[slot as usize].tag == tag
-            {
-                self.advance_req(slot);
+            match owner {
+                JobOwner::Request { slot, tag } if self.reqs[slot as usize].tag == tag => {
+                    self.advance_req(slot);
+                }
+                JobOwner::Mesh { token } => self.mesh_call(MeshCall::CpuDone(token)),
+                _ => {}
             }
         }
         self.done_buf = done;
@@ -634,15 +655,7 @@ impl Simulation {
             cat: CpuCategory::Gateway,
         };
         n += 1;
-        if let Some(h) = self.mesh.hop(HopPoint::GatewayOut, gw) {
-            steps[n] = Step::Cpu {
-                node: gw,
-                work_ns: h.cpu_ns,
-                cat: CpuCategory::Sidecar,
-            };
-            steps[n + 1] = Step::Delay(h.latency_ns);
-            n += 2;
-        }
+        n = self.mesh_hop(HopPoint::GatewayOut, gw, inv.function, &mut steps, n);
         steps[n] = Step::Route;
         n += 1;
         let r = &mut self.reqs[slot as usize];
@@ -700,13 +713,76 @@ impl Simulation {
                     self.finish_req(slot, None);
                     return;
                 }
+                Step::Fail(reason) => {
+                    self.finish_req(slot, Some(reason));
+                    return;
+                }
             }
         }
+    }
+
+    /// Appends the mesh's steps at a hop point; returns the new step count.
+    fn mesh_hop(
+        &mut self,
+        point: HopPoint,
+        node: u16,
+        function: u32,
+        steps: &mut [Step; MAX_STEPS],
+        mut n: usize,
+    ) -> usize {
+        let (hop, fail) = match self.mesh.hop(SimTime(self.now), point, node, function) {
+            HopDecision::Pass => return n,
+            HopDecision::Through(h) => (h, None),
+            HopDecision::Reject { hop, reason } => (hop, Some(reason)),
+        };
+        steps[n] = Step::Cpu {
+            node,
+            work_ns: hop.cpu_ns,
+            cat: CpuCategory::Sidecar,
+        };
+        steps[n + 1] = Step::Delay(hop.latency_ns);
+        n += 2;
+        if let Some(reason) = fail {
+            steps[n] = Step::Fail(reason);
+            n += 1;
+        }
+        n
+    }
+
+    /// Lets the mesh model react to a cluster change, a timer or finished CPU work, and
+    /// carries out what it asks for.
+    fn mesh_call(&mut self, call: MeshCall) {
+        let mut actions = std::mem::take(&mut self.mesh_actions);
+        let workers = self.cfg.cluster.workers;
+        {
+            let mut ctx = MeshCtx::new(SimTime(self.now), workers, &mut actions);
+            match call {
+                MeshCall::Event(ev) => self.mesh.on_cluster_event(&mut ctx, ev),
+                MeshCall::Timer(token) => self.mesh.on_timer(&mut ctx, token),
+                MeshCall::CpuDone(token) => self.mesh.on_cpu_done(&mut ctx, token),
+            }
+        }
+        for a in actions.drain(..) {
+            match a {
+                MeshAction::Timer { delay_ns, token } => self.at(delay_ns, Ev::Mesh { token }),
+                MeshAction::Cpu {
+                    node,
+                    work_ns,
+                    category,
+                    token,
+                } => {
+                    let node = node.min(workers);
+                    self.add_job(node, work_ns, JobOwner::Mesh { token }, category);
+                }
+            }
+        }
+        self.mesh_actions = actions;
     }
 
     fn start_exec(&mut self, slot: u32) {
         let r = &mut self.reqs[slot as usize];
         r.exec_start = self.now;
+        r.started = true;
         let (work, pod, tag) = (r.exec_ns, r.pod, r.tag);
         let p = &mut self.pods[pod as usize];
         p.executing += 1;
@@ -754,15 +830,7 @@ impl Simulation {
         let mut n = 0;
         steps[n] = Step::Delay(self.hop_ns);
         n += 1;
-        if let Some(h) = self.mesh.hop(HopPoint::Activator, act) {
-            steps[n] = Step::Cpu {
-                node: act,
-                work_ns: h.cpu_ns,
-                cat: CpuCategory::Sidecar,
-            };
-            steps[n + 1] = Step::Delay(h.latency_ns);
-            n += 2;
-        }
+        n = self.mesh_hop(HopPoint::Activator, act, rev, &mut steps, n);
         steps[n] = Step::Cpu {
             node: act,
             work_ns: self.cfg.knative.activator_cpu_us * US,
@@ -855,15 +923,13 @@ impl Simulation {
         let mut n = 0;
         steps[n] = Step::Delay(self.hop_ns);
         n += 1;
-        if let Some(h) = self.mesh.hop(HopPoint::Pod, node) {
-            steps[n] = Step::Cpu {
-                node,
-                work_ns: h.cpu_ns,
-                cat: CpuCategory::Sidecar,
-            };
-            steps[n + 1] = Step::Delay(h.latency_ns);
-            n += 2;
-        }
+        n = self.mesh_hop(
+            HopPoint::Pod,
+            node,
+            self.reqs[slot as usize].function,
+            &mut steps,
+            n,
+        );
         steps[n] = Step::Cpu {
             node,
             work_ns: self.cfg.knative.queue_proxy_cpu_us * US,
@@ -903,14 +969,21 @@ impl Simulation {
             let node = self.pods[r.pod as usize].node;
             (e2e, node, (now - r.exec_start).saturating_sub(r.exec_ns))
         } else {
-            (now - r.arrival, None, 0)
+            let node = if r.pod == NO_POD {
+                None
+            } else {
+                self.pods[r.pod as usize].node
+            };
+            (now - r.arrival, node, 0)
         };
         let mut next = None;
         if r.pod != NO_POD {
             let p = &mut self.pods[r.pod as usize];
             p.in_flight -= 1;
-            p.executing -= 1;
-            next = p.waiting.pop_front();
+            if r.started {
+                p.executing -= 1;
+                next = p.waiting.pop_front();
+            }
             if p.step == PodStep::Terminating && p.in_flight == 0 {
                 self.delete_pod(r.pod);
             }
@@ -1150,7 +1223,6 @@ impl Simulation {
     }
 
     fn terminate_pod(&mut self, pod: u32) {
-        let now = SimTime(self.now);
         let p = &mut self.pods[pod as usize];
         let rev = p.rev;
         p.step = PodStep::Terminating;
@@ -1159,8 +1231,10 @@ impl Simulation {
         rv.routable.retain(|&x| x != pod);
         rv.ready -= 1;
         rv.live -= 1;
-        self.mesh
-            .on_cluster_event(now, ClusterEvent::EndpointRemoved { pod, revision: rev });
+        self.mesh_call(MeshCall::Event(ClusterEvent::EndpointRemoved {
+            pod,
+            revision: rev,
+        }));
         for w in [
             ApiWrite::PodDelete,
             ApiWrite::EndpointSlice,
@@ -1182,10 +1256,10 @@ impl Simulation {
             self.release(n - 1, &res);
             self.mem_change(n, -rss);
         }
-        self.mesh.on_cluster_event(
-            SimTime(now),
-            ClusterEvent::PodDeleted { pod, revision: rev },
-        );
+        self.mesh_call(MeshCall::Event(ClusterEvent::PodDeleted {
+            pod,
+            revision: rev,
+        }));
         if let Some(log) = &mut self.pod_log
             && let Some(r) = log.get_mut(pod as usize)
         {
@@ -1257,14 +1331,11 @@ impl Simulation {
             PodStep::BindingWrite => {
                 self.pods[pod as usize].step = PodStep::WatchKubelet;
                 let node = self.pods[pod as usize].node.unwrap_or(0);
-                self.mesh.on_cluster_event(
-                    SimTime(now),
-                    ClusterEvent::PodScheduled {
-                        pod,
-                        revision: rev,
-                        node,
-                    },
-                );
+                self.mesh_call(MeshCall::Event(ClusterEvent::PodScheduled {
+                    pod,
+                    revision: rev,
+                    node,
+                }));
                 self.at(self.watch_ns, Ev::Pod { pod });
             }
             PodStep::WatchKubelet => {
@@ -1343,10 +1414,10 @@ impl Simulation {
                 self.submit(ApiWrite::Endpoints, WriteOwner::Nobody);
                 self.submit(ApiWrite::ReplicaSetStatus, WriteOwner::Nobody);
                 self.revs[rev as usize].ready += 1;
-                self.mesh.on_cluster_event(
-                    SimTime(now),
-                    ClusterEvent::EndpointReady { pod, revision: rev },
-                );
+                self.mesh_call(MeshCall::Event(ClusterEvent::EndpointReady {
+                    pod,
+                    revision: rev,
+                }));
                 self.pods[pod as usize].step = PodStep::WatchActivator;
                 self.at(self.watch_ns, Ev::Pod { pod });
             }

@@ -10,16 +10,22 @@
 //!   pod's readiness until [`SidecarModel::container_ready`] says it is ready (a sidecar
 //!   waiting for its initial xDS config);
 //! - **request path**: before a request enters the activator or the pod (and when it leaves
-//!   the gateway), [`SidecarModel::hop`] may add a sidecar hop: CPU on that node (category
-//!   `sidecar`, under the node's processor sharing) and latency (an extra network stack
-//!   traversal plus per-policy latency);
+//!   the gateway), [`SidecarModel::hop`] decides a [`HopDecision`]: pass, a sidecar hop (CPU on
+//!   that node in category `sidecar`, under the node's processor sharing, then latency: an
+//!   extra network stack traversal plus per-policy latency), or a rejection after the hop's
+//!   work (rate limit, circuit breaker, authz: the request fails with that reason);
 //! - **control plane**: [`SidecarModel::on_cluster_event`] is told of every endpoint and pod
-//!   change (the inputs of istiod's debounce and pushes); [`SidecarModel::endpoint_visible`]
+//!   change (the inputs of istiod's debounce and pushes). Through [`MeshCtx`] the model asks
+//!   the engine for timers ([`MeshAction::Timer`], e.g. the 100 ms debounce) and CPU work on
+//!   any node ([`MeshAction::Cpu`], e.g. encoding on the control-plane node, category `xds`, and
+//!   decoding on a receiver's node); the engine calls back [`SidecarModel::on_timer`] and
+//!   [`SidecarModel::on_cpu_done`] with the model's token. [`SidecarModel::endpoint_visible`]
 //!   gates the activator's probe of a new pod (in a mesh the probe goes through the activator's
 //!   sidecar, which needs the EDS update first);
 //! - **outputs**: [`SidecarModel::xds`] fills the summary's `xds` object.
 
-use crate::metrics::XdsSummary;
+use crate::cpu::CpuCategory;
+use crate::metrics::{FailureReason, XdsSummary};
 use crate::time::SimTime;
 use std::fmt;
 
@@ -43,6 +49,20 @@ pub struct SidecarHop {
     pub latency_ns: u64,
 }
 
+/// What happens to a request at a hop point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopDecision {
+    /// No sidecar here.
+    Pass,
+    /// Through a sidecar: its CPU, then its latency.
+    Through(SidecarHop),
+    /// The sidecar does its work, then refuses the request.
+    Reject {
+        hop: SidecarHop,
+        reason: FailureReason,
+    },
+}
+
 /// What kind of container the mesh injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContainerKind {
@@ -64,7 +84,7 @@ pub struct ContainerSpec {
     pub memory_request_mib: u32,
     /// Resident memory while the pod lives (0 for init containers).
     pub rss_mib: u32,
-    /// The pod is not ready until [`SidecarModel::container_ready`] returns true for it.
+    /// The pod is not ready until [`SidecarModel::container_ready`] returns `Ok` for it.
     pub ready_gate: bool,
 }
 
@@ -81,19 +101,62 @@ pub enum ClusterEvent {
     PodDeleted { pod: u32, revision: u32 },
 }
 
+/// Work the mesh model asks the engine to do for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeshAction {
+    /// Call [`SidecarModel::on_timer`] with `token` after `delay_ns`.
+    Timer { delay_ns: u64, token: u64 },
+    /// Run `work_ns` of CPU on `node` (0: the control-plane node) under its processor sharing,
+    /// reported in `category`; then call [`SidecarModel::on_cpu_done`] with `token`.
+    Cpu {
+        node: u16,
+        work_ns: u64,
+        category: CpuCategory,
+        token: u64,
+    },
+}
+
+/// The engine's side of a mesh callback.
+#[derive(Debug)]
+pub struct MeshCtx<'a> {
+    pub now: SimTime,
+    /// Workers are nodes `1..=workers`; node 0 is the control plane.
+    pub workers: u16,
+    actions: &'a mut Vec<MeshAction>,
+}
+
+impl<'a> MeshCtx<'a> {
+    pub fn new(now: SimTime, workers: u16, actions: &'a mut Vec<MeshAction>) -> Self {
+        Self {
+            now,
+            workers,
+            actions,
+        }
+    }
+
+    /// Asks the engine for a timer or for CPU work.
+    pub fn act(&mut self, a: MeshAction) {
+        self.actions.push(a);
+    }
+}
+
 /// The mesh decision point (see the module docs).
 pub trait SidecarModel: fmt::Debug {
     /// Profile name (`none`, `istio`, ...).
     fn name(&self) -> &str;
     /// Containers injected into every function pod, in start order.
     fn injected_containers(&self) -> &[ContainerSpec];
-    /// A sidecar hop at `point` on `node`, or `None`.
-    fn hop(&mut self, point: HopPoint, node: u16) -> Option<SidecarHop>;
+    /// What happens to a request of `function` at `point` on `node`.
+    fn hop(&mut self, now: SimTime, point: HopPoint, node: u16, function: u32) -> HopDecision;
     /// Whether the gated container of `pod` is ready at `now`; when not, the engine re-checks
-    /// after `retry_ns` (returned in `Err`).
+    /// after the returned `Err(retry_ns)`.
     fn container_ready(&mut self, now: SimTime, pod: u32) -> Result<(), u64>;
     /// A Kubernetes change happened.
-    fn on_cluster_event(&mut self, now: SimTime, ev: ClusterEvent);
+    fn on_cluster_event(&mut self, ctx: &mut MeshCtx<'_>, ev: ClusterEvent);
+    /// A timer asked for with [`MeshAction::Timer`] fired.
+    fn on_timer(&mut self, ctx: &mut MeshCtx<'_>, token: u64);
+    /// CPU work asked for with [`MeshAction::Cpu`] completed.
+    fn on_cpu_done(&mut self, ctx: &mut MeshCtx<'_>, token: u64);
     /// Whether the activator can reach `pod` (probe through its sidecar) at `now`.
     fn endpoint_visible(&mut self, now: SimTime, pod: u32) -> bool;
     /// xDS traffic so far.
@@ -111,13 +174,15 @@ impl SidecarModel for NoMesh {
     fn injected_containers(&self) -> &[ContainerSpec] {
         &[]
     }
-    fn hop(&mut self, _: HopPoint, _: u16) -> Option<SidecarHop> {
-        None
+    fn hop(&mut self, _: SimTime, _: HopPoint, _: u16, _: u32) -> HopDecision {
+        HopDecision::Pass
     }
     fn container_ready(&mut self, _: SimTime, _: u32) -> Result<(), u64> {
         Ok(())
     }
-    fn on_cluster_event(&mut self, _: SimTime, _: ClusterEvent) {}
+    fn on_cluster_event(&mut self, _: &mut MeshCtx<'_>, _: ClusterEvent) {}
+    fn on_timer(&mut self, _: &mut MeshCtx<'_>, _: u64) {}
+    fn on_cpu_done(&mut self, _: &mut MeshCtx<'_>, _: u64) {}
     fn endpoint_visible(&mut self, _: SimTime, _: u32) -> bool {
         true
     }

@@ -16,6 +16,14 @@ pub enum FailureReason {
     Timeout,
     /// Timed out while its revision's pods could not be placed on any node.
     NoCapacity,
+    /// Rejected by a (global or local) rate limit (mesh models).
+    RateLimited,
+    /// Rejected by an open circuit breaker (mesh models).
+    CircuitOpen,
+    /// Failed after the retry budget was spent (mesh models).
+    RetriesExhausted,
+    /// Refused by a policy (authn/authz) (mesh models).
+    Denied,
 }
 
 impl FailureReason {
@@ -23,6 +31,10 @@ impl FailureReason {
         match self {
             FailureReason::Timeout => "timeout",
             FailureReason::NoCapacity => "no-capacity",
+            FailureReason::RateLimited => "rate-limited",
+            FailureReason::CircuitOpen => "circuit-open",
+            FailureReason::RetriesExhausted => "retries-exhausted",
+            FailureReason::Denied => "denied",
         }
     }
 }

@@ -1,0 +1,210 @@
+//! The mesh hook works end to end: a toy mesh injects an init container and a gated sidecar,
+//! adds sidecar hops, rejects one function's requests, and "pushes config" through timers and
+//! CPU work on the control-plane node. Times are exact (pod-start jitter 0); see
+//! `scenarios.rs` for the notation.
+
+use meshsim_models::SimConfig;
+use meshsim_sim::cpu::CpuCategory;
+use meshsim_sim::mesh::{
+    ClusterEvent, ContainerKind, ContainerSpec, HopDecision, HopPoint, MeshAction, MeshCtx,
+    SidecarHop, SidecarModel,
+};
+use meshsim_sim::metrics::{FailureReason, PayloadBytes, XdsSummary};
+use meshsim_sim::time::{MS, US};
+use meshsim_sim::{FunctionSpec, SimOptions, SimTime, Simulation};
+use meshsim_traces::Invocation;
+use std::collections::BTreeSet;
+
+const PUSH_DELAY_NS: u64 = 2_000 * MS;
+const RETRY_NS: u64 = 10 * MS;
+const ENCODE_NS: u64 = 5 * MS;
+const HOP: SidecarHop = SidecarHop {
+    cpu_ns: MS,
+    latency_ns: 2 * MS,
+};
+
+#[derive(Debug, Default)]
+struct ToyMesh {
+    containers: Vec<ContainerSpec>,
+    configured: BTreeSet<u32>,
+    pushes: u64,
+    encoded: u64,
+}
+
+impl ToyMesh {
+    fn new() -> Self {
+        Self {
+            containers: vec![
+                ContainerSpec {
+                    kind: ContainerKind::Init,
+                    start_ns: 95 * MS,
+                    api_writes: 0,
+                    cpu_request_millicores: 100,
+                    memory_request_mib: 20,
+                    rss_mib: 0,
+                    ready_gate: false,
+                },
+                ContainerSpec {
+                    kind: ContainerKind::Sidecar,
+                    start_ns: 81 * MS,
+                    api_writes: 1,
+                    cpu_request_millicores: 100,
+                    memory_request_mib: 128,
+                    rss_mib: 50,
+                    ready_gate: true,
+                },
+            ],
+            ..Self::default()
+        }
+    }
+}
+
+impl SidecarModel for ToyMesh {
+    fn name(&self) -> &str {
+        "toy"
+    }
+    fn injected_containers(&self) -> &[ContainerSpec] {
+        &self.containers
+    }
+    fn hop(&mut self, _: SimTime, point: HopPoint, _: u16, function: u32) -> HopDecision {
+        match point {
+            HopPoint::GatewayOut => HopDecision::Pass,
+            HopPoint::Pod if function == 1 => HopDecision::Reject {
+                hop: HOP,
+                reason: FailureReason::RateLimited,
+            },
+            _ => HopDecision::Through(HOP),
+        }
+    }
+    fn container_ready(&mut self, _: SimTime, pod: u32) -> Result<(), u64> {
+        if self.configured.contains(&pod) {
+            Ok(())
+        } else {
+            Err(RETRY_NS)
+        }
+    }
+    fn on_cluster_event(&mut self, ctx: &mut MeshCtx<'_>, ev: ClusterEvent) {
+        if let ClusterEvent::PodScheduled { pod, .. } = ev {
+            ctx.act(MeshAction::Timer {
+                delay_ns: PUSH_DELAY_NS,
+                token: u64::from(pod),
+            });
+        }
+    }
+    fn on_timer(&mut self, ctx: &mut MeshCtx<'_>, token: u64) {
+        self.configured.insert(token as u32);
+        self.pushes += 1;
+        ctx.act(MeshAction::Cpu {
+            node: 0,
+            work_ns: ENCODE_NS,
+            category: CpuCategory::Xds,
+            token,
+        });
+    }
+    fn on_cpu_done(&mut self, _: &mut MeshCtx<'_>, _: u64) {
+        self.encoded += 1;
+    }
+    fn endpoint_visible(&mut self, _: SimTime, _: u32) -> bool {
+        true
+    }
+    fn xds(&self) -> XdsSummary {
+        XdsSummary {
+            transactions: self.pushes,
+            bytes: self.encoded * 1000,
+            payload_bytes: PayloadBytes {
+                p50: 1000,
+                p80: 1000,
+                p99: 1000,
+                max: 1000,
+            },
+        }
+    }
+}
+
+#[test]
+fn toy_mesh_changes_pipeline_path_failures_and_xds() {
+    let mut cfg = SimConfig::default();
+    cfg.kubernetes.pod_start.jitter_pct = 0;
+    cfg.validate().unwrap();
+    let (g, h, a, q) = (
+        cfg.knative.gateway_cpu_us * US,
+        cfg.cluster.network_hop_us * US,
+        cfg.knative.activator_cpu_us * US,
+        cfg.knative.queue_proxy_cpu_us * US,
+    );
+    let (s, w) = (40 * MS, cfg.kubernetes.watch_delay_ms * MS);
+    let sb = cfg.kubernetes.pod_start.sandbox_create_ms * MS;
+    let c = cfg.kubernetes.pod_start.container_start_ms * MS;
+    let e = 100 * MS;
+    let specs = [FunctionSpec {
+        memory_request_mib: 128,
+    }; 2];
+    let opts = SimOptions {
+        record_invocations: true,
+        record_pods: true,
+        ..SimOptions::default()
+    };
+    let invs = vec![
+        Invocation {
+            at_ns: 0,
+            function: 0,
+            exec_ns: e,
+            memory_mb: 10.0,
+        },
+        Invocation {
+            at_ns: 10_000 * MS,
+            function: 1,
+            exec_ns: e,
+            memory_mb: 10.0,
+        },
+    ];
+    let r = Simulation::new(&cfg, &specs, Box::new(ToyMesh::new()), opts).run(
+        invs.into_iter(),
+        2,
+        &mut |_, _| {},
+    );
+    let recs = r.invocations.unwrap();
+    // Buffered after the gateway, a hop, the activator's sidecar and the activator.
+    let t_buf = g + h + HOP.cpu_ns + HOP.latency_ns + a;
+    // Binding commits after 5 writes and watch delays; the containers (init, sidecar, user,
+    // queue-proxy) are up 862 ms after the watch + sandbox; the sidecar's config arrives
+    // 2 s after the binding, so readiness waits for the first 10 ms retry after it.
+    let binding = t_buf + 5 * (s + w) - w;
+    let all_started = binding + w + sb + (95 + 81) * MS + 2 * c;
+    let config = binding + PUSH_DELAY_NS;
+    let ready = all_started + (config - all_started).div_ceil(RETRY_NS) * RETRY_NS;
+    // Two more writes (Ready, EndpointSlice) with their watch delays, then the probe.
+    let routable = ready + 2 * (s + w) + 2 * h;
+    let ok = recs.iter().find(|r| r.function == 0).unwrap();
+    assert_eq!(ok.failure, None);
+    assert_eq!(ok.cold_start_ns, routable - t_buf);
+    assert_eq!(
+        ok.end_to_end_ns,
+        routable + h + HOP.cpu_ns + HOP.latency_ns + q + e + 2 * h
+    );
+    // Function 1's pod starts the same way, later, but its requests are refused by the pod's
+    // sidecar after the sidecar's work and latency.
+    let bad = recs.iter().find(|r| r.function == 1).unwrap();
+    assert_eq!(bad.failure, Some(FailureReason::RateLimited));
+    assert!(bad.cold);
+    assert_eq!(
+        bad.end_to_end_ns,
+        routable + h + HOP.cpu_ns + HOP.latency_ns,
+        "same pipeline, then one hop and the sidecar"
+    );
+    assert_eq!(r.summary.failures_by_reason.get("rate-limited"), Some(&1));
+    // Two pushes (one per pod), each 5 ms of xDS CPU on the control-plane node.
+    assert_eq!(r.summary.xds.transactions, 2);
+    assert_eq!(r.summary.xds.bytes, 2000);
+    let xds_core_s: f64 = r
+        .node_seconds
+        .iter()
+        .filter(|n| n.control_plane)
+        .map(|n| n.cpu_cores.xds)
+        .sum();
+    assert!((xds_core_s - 0.010).abs() < 1e-9, "{xds_core_s}");
+    let sidecar_core_s: f64 = r.node_seconds.iter().map(|n| n.cpu_cores.sidecar).sum();
+    // Activator sidecar for both requests, pod sidecar for both (one rejected after its work).
+    assert!((sidecar_core_s - 0.004).abs() < 1e-9, "{sidecar_core_s}");
+    assert_eq!(r.in_flight, 0);
+}
