@@ -44,7 +44,7 @@ fn case(name: &str, trace: Trace, cfg: &SimConfig, repeat: usize, seed: u64) -> 
         best = best.min(wall);
         events = r.events;
     }
-    println!(
+    crate::outln!(
         "{name:<34} {:>9} {:>12} {:>10.3} {:>10.2} {:>12}",
         trace.invocations(),
         events,
@@ -57,13 +57,18 @@ fn case(name: &str, trace: Trace, cfg: &SimConfig, repeat: usize, seed: u64) -> 
 
 pub fn run(a: BenchArgs) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!(
+    crate::outln!(
         "meshsim bench: {threads} hardware threads; best of {} runs; no mesh; per-invocation table off",
         a.repeat
     );
-    println!(
+    crate::outln!(
         "{:<34} {:>9} {:>12} {:>10} {:>10} {:>12}",
-        "case", "invocs", "events", "wall s", "M ev/s", "peak RSS MiB"
+        "case",
+        "invocs",
+        "events",
+        "wall s",
+        "M ev/s",
+        "peak RSS MiB"
     );
     let cfg = SimConfig::default();
     let t250 = embedded::default_trace().window(30)?;

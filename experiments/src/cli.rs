@@ -1,6 +1,7 @@
 //! Command-line definition and dispatch.
 
 use crate::bench::{self, BenchArgs};
+use crate::coldstart_cmd::{self, ColdStartArgs};
 use crate::replay::{self, ReplayArgs};
 use crate::trace_cmd::{self, TraceCommand};
 use clap::{Parser, Subcommand};
@@ -24,6 +25,9 @@ pub enum Command {
     /// Replay a trace through the simulated cluster (the main job). With no arguments: the
     /// bundled 250-function Azure sample, first 30 minutes, seed 42, results in results/replay/.
     Replay(ReplayArgs),
+    /// The cold-start microbenchmark: distinct functions each invoked once at fixed cold-start
+    /// rates; latency p50/p99 and achieved throughput vs rate (table + figure).
+    Coldstart(ColdStartArgs),
     /// Measure the simulator's speed: wall time and events/s on the bundled traces (and with
     /// --large a 1.7M-invocation synthetic trace on 100 workers, with peak RSS).
     Bench(BenchArgs),
@@ -48,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Replay(a) => replay::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Coldstart(a) => coldstart_cmd::run(a),
         Command::Trace(cmd) => trace_cmd::run(cmd),
     }
 }

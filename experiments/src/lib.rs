@@ -6,8 +6,24 @@
 
 pub mod bench;
 pub mod cli;
+pub mod coldstart_cmd;
 pub mod figures;
 pub mod output;
 pub mod progress;
 pub mod replay;
 pub mod trace_cmd;
+
+/// `println!` for command output that ends the process quietly when stdout is closed (for
+/// example `meshsim replay | head`), instead of panicking on a broken pipe.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}

@@ -166,29 +166,40 @@ pub fn write_run_json(
 
 fn print_summary(out: &Path, scenario: &str, r: &RunResult, wall: f64) {
     let s = &r.summary;
-    println!(
+    crate::outln!(
         "{scenario}: {} invocations, {} completed, {} failed, {} cold starts",
-        s.invocations, s.completed, s.failed, s.cold_starts
+        s.invocations,
+        s.completed,
+        s.failed,
+        s.cold_starts
     );
-    println!(
+    crate::outln!(
         "  slowdown p50 {:.2} p90 {:.2} p95 {:.2} p99 {:.2} max {:.1}",
-        s.slowdown.p50, s.slowdown.p90, s.slowdown.p95, s.slowdown.p99, s.slowdown.max
+        s.slowdown.p50,
+        s.slowdown.p90,
+        s.slowdown.p95,
+        s.slowdown.p99,
+        s.slowdown.max
     );
-    println!(
+    crate::outln!(
         "  cold start p50 {:.3} s p99 {:.3} s",
-        s.cold_start_s.p50, s.cold_start_s.p99
+        s.cold_start_s.p50,
+        s.cold_start_s.p99
     );
-    println!(
+    crate::outln!(
         "  worker CPU p50 {:.2} p95 {:.2} cores; control plane p50 {:.3} p95 {:.3} cores",
-        s.worker_cpu_cores.p50, s.worker_cpu_cores.p95, s.cp_cpu_cores.p50, s.cp_cpu_cores.p95
+        s.worker_cpu_cores.p50,
+        s.worker_cpu_cores.p95,
+        s.cp_cpu_cores.p50,
+        s.cp_cpu_cores.p95
     );
-    println!(
+    crate::outln!(
         "  {} events in {:.3} s wall ({:.2} M events/s)",
         r.events,
         wall,
         r.events as f64 / wall.max(1e-9) / 1e6
     );
-    println!("results in {}", out.display());
+    crate::outln!("results in {}", out.display());
 }
 
 fn write_parquet(path: &Path, mut df: DataFrame) -> Result<()> {

@@ -95,7 +95,7 @@ pub fn run(cmd: TraceCommand) -> Result<()> {
                 trace.window(a.minutes)?
             };
             let stats = TraceStats::of(&trace);
-            print!("{stats}");
+            crate::outln!("{}", stats.to_string().trim_end());
             if let Some(path) = a.json {
                 write_json(&path, &stats)?;
             }
@@ -112,22 +112,25 @@ pub fn run(cmd: TraceCommand) -> Result<()> {
             )?;
             write_dir(&r.trace, &a.out)?;
             let [rate, dur, mem] = r.distance_terms;
-            println!(
+            crate::outln!(
                 "sampled {} of {} functions from {} into {}",
                 a.functions,
                 trace.functions.len(),
                 trace.source,
                 a.out.display()
             );
-            println!(
+            crate::outln!(
                 "distance {:.4} (rate {rate:.4}, duration {dur:.4}, memory {mem:.4}; Wasserstein-1 on log10(1+x))",
                 r.distance
             );
-            println!(
+            crate::outln!(
                 "candidates: best {:.4}, median {:.4}, worst {:.4} over {}",
-                r.candidate_range[0], r.candidate_range[1], r.candidate_range[2], a.candidates
+                r.candidate_range[0],
+                r.candidate_range[1],
+                r.candidate_range[2],
+                a.candidates
             );
-            println!(
+            crate::outln!(
                 "invocations {} of {}",
                 r.trace.invocations(),
                 trace.invocations()
@@ -143,7 +146,7 @@ pub fn run(cmd: TraceCommand) -> Result<()> {
                 burstiness_shape: a.burstiness,
             })?;
             write_dir(&trace, &a.out)?;
-            println!(
+            crate::outln!(
                 "wrote {} functions x {} minutes ({} invocations) to {}",
                 a.functions,
                 a.minutes,

@@ -1,0 +1,175 @@
+//! `meshsim coldstart`: the cold-start microbenchmark (distinct functions, each invoked once,
+//! at fixed cold-start rates): latency p50/p99 and achieved throughput vs rate, as a table
+//! (printed, CSV and Parquet) and a figure.
+
+use crate::figures::{Chart, Mark, Series, render};
+use crate::output::write_atomic;
+use crate::replay::load_config;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use meshsim_sim::coldstart::{self, ColdStartPoint};
+use polars::prelude::*;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct ColdStartArgs {
+    /// Offered cold starts per second, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,1,1.5,2,2.5,3")]
+    pub rates: Vec<f64>,
+    /// Cold starts per rate (distinct functions, each invoked once). Above the knee the latency
+    /// grows with this number.
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Simulation config (TOML). Defaults to the paper's cluster.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, default_value = "results/coldstart")]
+    pub out: PathBuf,
+}
+
+/// Runs the benchmark at every rate (in parallel; results in rate order).
+pub fn sweep(
+    cfg: &meshsim_models::SimConfig,
+    rates: &[f64],
+    count: usize,
+    seed: u64,
+) -> Result<Vec<ColdStartPoint>> {
+    rates
+        .par_iter()
+        .map(|&r| {
+            coldstart::run(cfg, r, count, seed)
+                .with_context(|| format!("cold-start benchmark at {r}/s"))
+        })
+        .collect()
+}
+
+pub fn run(a: ColdStartArgs) -> Result<()> {
+    if a.rates.is_empty() || a.rates.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
+        bail!(
+            "--rates: expected positive numbers of cold starts per second, found {:?}",
+            a.rates
+        );
+    }
+    if a.count == 0 {
+        bail!("--count: expected at least 1");
+    }
+    let cfg = load_config(a.config.as_deref())?;
+    let points = sweep(&cfg, &a.rates, a.count, a.seed)?;
+    crate::outln!(
+        "{:>10} {:>10} {:>10} {:>12} {:>10}",
+        "rate /s",
+        "p50 s",
+        "p99 s",
+        "achieved /s",
+        "failed"
+    );
+    for p in &points {
+        crate::outln!(
+            "{:>10.2} {:>10.3} {:>10.3} {:>12.3} {:>10}",
+            p.rate,
+            p.p50_s,
+            p.p99_s,
+            p.achieved_throughput_per_s,
+            p.failed
+        );
+    }
+    write_table(&a.out, "no-mesh", &points)?;
+    figure(&a.out.join("coldstart"), &[("no-mesh".to_owned(), points)])?;
+    crate::outln!("results in {}", a.out.display());
+    Ok(())
+}
+
+/// Writes `coldstart.csv` and `coldstart.parquet`.
+pub fn write_table(out: &Path, scenario: &str, points: &[ColdStartPoint]) -> Result<()> {
+    let n = points.len();
+    let f = |name: &str, g: &dyn Fn(&ColdStartPoint) -> f64| {
+        Column::new(name.into(), points.iter().map(g).collect::<Vec<f64>>())
+    };
+    let mut df = DataFrame::new(
+        n,
+        vec![
+            Column::new("scenario".into(), vec![scenario; n]),
+            f("rate_per_s", &|p| p.rate),
+            Column::new(
+                "count".into(),
+                points.iter().map(|p| p.count as u64).collect::<Vec<u64>>(),
+            ),
+            f("p50_s", &|p| p.p50_s),
+            f("p99_s", &|p| p.p99_s),
+            f("max_s", &|p| p.max_s),
+            f("achieved_throughput_per_s", &|p| {
+                p.achieved_throughput_per_s
+            }),
+            Column::new(
+                "completed".into(),
+                points.iter().map(|p| p.completed).collect::<Vec<u64>>(),
+            ),
+            Column::new(
+                "failed".into(),
+                points.iter().map(|p| p.failed).collect::<Vec<u64>>(),
+            ),
+            f("api_writes_per_cold_start", &|p| {
+                p.api_writes_per_cold_start
+            }),
+        ],
+    )?;
+    let mut csv = Vec::new();
+    CsvWriter::new(&mut csv)
+        .finish(&mut df)
+        .map_err(|e| anyhow::anyhow!("encoding CSV: {e}"))?;
+    write_atomic(&out.join("coldstart.csv"), &csv)?;
+    let mut pq = Vec::new();
+    ParquetWriter::new(&mut pq)
+        .finish(&mut df)
+        .map_err(|e| anyhow::anyhow!("encoding Parquet: {e}"))?;
+    write_atomic(&out.join("coldstart.parquet"), &pq)
+}
+
+/// Two panels: latency p50/p99 vs offered rate; achieved vs offered throughput.
+pub fn figure(stem: &Path, scenarios: &[(String, Vec<ColdStartPoint>)]) -> Result<[PathBuf; 2]> {
+    let mut lat = Chart::new(
+        "Cold-start latency",
+        "offered cold starts per second (1/s)",
+        "cold-start latency (s)",
+    );
+    lat.y_log = true;
+    let mut thr = Chart::new(
+        "Cold-start throughput",
+        "offered cold starts per second (1/s)",
+        "achieved cold starts per second (1/s)",
+    );
+    let max_rate = scenarios
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.rate))
+        .fold(0.0, f64::max);
+    thr.series.push(Series {
+        name: "offered = achieved".into(),
+        points: vec![(0.0, 0.0), (max_rate, max_rate)],
+        mark: Mark::Line,
+    });
+    for (name, pts) in scenarios {
+        lat.series.push(Series {
+            name: format!("{name} p50"),
+            points: pts.iter().map(|p| (p.rate, p.p50_s)).collect(),
+            mark: Mark::LinePoints,
+        });
+        lat.series.push(Series {
+            name: format!("{name} p99"),
+            points: pts.iter().map(|p| (p.rate, p.p99_s)).collect(),
+            mark: Mark::LinePoints,
+        });
+        thr.series.push(Series {
+            name: name.clone(),
+            points: pts
+                .iter()
+                .map(|p| (p.rate, p.achieved_throughput_per_s))
+                .collect(),
+            mark: Mark::LinePoints,
+        });
+    }
+    render(stem, &[lat, thr], 2)
+}
