@@ -158,6 +158,8 @@ pub struct Measurement {
     pub ok: u64,
     /// Other statuses, transport errors and timeouts.
     pub errors: u64,
+    /// Failures by kind.
+    pub failures: std::collections::BTreeMap<String, u64>,
     /// Proxy CPU (user + system) per request, microseconds (None for `direct`).
     pub cpu_us_per_request: Option<f64>,
     /// Latency from intended send time, microseconds.
@@ -352,7 +354,7 @@ impl Harness {
         }
         if set.has(Policy::RateLimit) {
             c += &format!(
-                "[policies.rate_limit]\nredis_url = \"{}\"\nrequests_per_window = 1000000000\nwindow_s = 1\nkey = {{ kind = \"source\" }}\nfailure_mode = \"closed\"\nredis_timeout_ms = 200\nlocal = {{ capacity = 100000, refill_per_s = 100000 }}\n",
+                "[policies.rate_limit]\nredis_url = \"{}\"\nrequests_per_window = 1000000000\nwindow_s = 1\nkey = {{ kind = \"source\" }}\nfailure_mode = \"closed\"\nredis_timeout_ms = 1000\nlocal = {{ capacity = 100000, refill_per_s = 100000 }}\n",
                 self.opts.redis_url
             );
         }
@@ -378,6 +380,34 @@ impl Harness {
         rate_rps: u64,
         duration: Duration,
     ) -> Result<Measurement, BenchError> {
+        self.run_target(target, rate_rps, duration, None)
+            .map(|(m, _)| m)
+    }
+
+    /// A soak: like [`Harness::measure_target`] for a sidecar, also sampling the proxy's RSS
+    /// (KiB) every `every` during the measured phase.
+    pub fn soak(
+        &self,
+        set: &PolicySet,
+        rate_rps: u64,
+        duration: Duration,
+        every: Duration,
+    ) -> Result<(Measurement, Vec<u64>), BenchError> {
+        self.run_target(
+            &Target::Sidecar(set.clone()),
+            rate_rps,
+            duration,
+            Some(every),
+        )
+    }
+
+    fn run_target(
+        &self,
+        target: &Target,
+        rate_rps: u64,
+        duration: Duration,
+        sample_every: Option<Duration>,
+    ) -> Result<(Measurement, Vec<u64>), BenchError> {
         let spawn_at = Instant::now();
         let (addr, mut proc) = match target {
             Target::Direct => (self.upstream, None),
@@ -424,13 +454,32 @@ impl Harness {
                 ),
                 None => None,
             };
-            let _ = client
-                .run(rate_rps, self.opts.warmup, self.opts.request_timeout)
-                .await;
+            if !self.opts.warmup.is_zero() {
+                let _ = client
+                    .run(rate_rps, self.opts.warmup, self.opts.request_timeout)
+                    .await;
+            }
             let cpu0 = proc.as_mut().map(|p| p.cpu_ticks()).transpose()?;
-            let stats = client
-                .run(rate_rps, duration, self.opts.request_timeout)
-                .await;
+            let pids = proc.as_ref().map(|p| p.pids()).unwrap_or_default();
+            let mut samples = Vec::new();
+            let load = client.run(rate_rps, duration, self.opts.request_timeout);
+            let stats = match sample_every {
+                None => load.await,
+                Some(every) => {
+                    tokio::pin!(load);
+                    let mut tick = tokio::time::interval(every);
+                    tick.tick().await;
+                    loop {
+                        tokio::select! {
+                            stats = &mut load => break stats,
+                            _ = tick.tick() => samples.push(
+                                pids.iter().filter_map(|p| proc_stat(*p)).map(|(_, _, r)| r).sum::<u64>()
+                                    * self.page_kib,
+                            ),
+                        }
+                    }
+                }
+            };
             let cpu1 = proc.as_mut().map(|p| p.cpu_ticks()).transpose()?;
             let rss_kib = proc
                 .as_mut()
@@ -443,13 +492,14 @@ impl Harness {
                 }
                 _ => None,
             };
-            Ok::<_, BenchError>(Measurement {
+            Ok::<_, BenchError>((Measurement {
                 target: target.name(),
                 rate_rps,
                 duration_s: duration.as_secs_f64(),
                 sent: stats.sent,
                 ok: stats.ok,
                 errors: stats.sent - stats.ok,
+                failures: stats.failures.clone(),
                 cpu_us_per_request,
                 latency_p50_us: stats.hist.value_at_quantile(0.50),
                 latency_p99_us: stats.hist.value_at_quantile(0.99),
@@ -457,7 +507,7 @@ impl Harness {
                 added_p99_us: None,
                 rss_kib,
                 startup_ms,
-            })
+            }, samples))
         });
         if let Some(p) = proc {
             p.stop();
@@ -628,6 +678,8 @@ pub struct LoadStats {
     pub ok: u64,
     /// Latency from intended send time, microseconds.
     pub hist: Histogram<u64>,
+    /// Failures by kind (status and denying layer, `transport`, `timeout`).
+    pub failures: std::collections::BTreeMap<String, u64>,
 }
 
 /// An open-loop HTTP/1.1 load generator with a keep-alive connection pool.
@@ -683,20 +735,40 @@ impl LoadClient {
         req
     }
 
-    async fn one(&self, timeout: Duration) -> bool {
+    /// One request: `Ok(())` for a 200, otherwise the failure kind (`503`, `transport`, ...).
+    async fn one(&self, timeout: Duration) -> Result<(), String> {
         let fut = async {
-            let resp = self.client.request(self.request()).await.ok()?;
-            let ok = resp.status() == http::StatusCode::OK;
-            resp.into_body().collect().await.ok()?;
-            Some(ok)
+            let resp = self
+                .client
+                .request(self.request())
+                .await
+                .map_err(|e| format!("transport: {e}"))?;
+            let status = resp.status();
+            let denied = resp
+                .headers()
+                .get(crate::http::DENIED_BY)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            resp.into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("body: {e}"))?;
+            if status == http::StatusCode::OK {
+                Ok(())
+            } else {
+                Err(format!("{}{denied}", status.as_u16()))
+            }
         };
-        matches!(tokio::time::timeout(timeout, fut).await, Ok(Some(true)))
+        tokio::time::timeout(timeout, fut)
+            .await
+            .unwrap_or_else(|_| Err("timeout".into()))
     }
 
     /// Poll until a request succeeds; milliseconds since `since`.
     pub async fn wait_first_ok(&self, since: Instant, limit: Duration) -> Result<f64, BenchError> {
         while since.elapsed() < limit {
-            if self.one(Duration::from_millis(500)).await {
+            if self.one(Duration::from_millis(500)).await.is_ok() {
                 return Ok(since.elapsed().as_secs_f64() * 1e3);
             }
             tokio::time::sleep(Duration::from_micros(200)).await;
@@ -719,7 +791,8 @@ impl LoadClient {
         let handle = tokio::runtime::Handle::current();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let this = self.clone();
-        let (h2, ok2) = (hist.clone(), ok.clone());
+        let failures = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
+        let (h2, ok2, f2) = (hist.clone(), ok.clone(), failures.clone());
         let dispatcher = std::thread::spawn(move || {
             let start = Instant::now();
             for i in 0..total {
@@ -730,12 +803,20 @@ impl LoadClient {
                 }
                 let (this, hist, ok, done) =
                     (this.clone(), h2.clone(), ok2.clone(), done_tx.clone());
+                let failures = f2.clone();
                 handle.spawn(async move {
-                    let good = this.one(timeout).await;
+                    let result = this.one(timeout).await;
                     // Latency from the intended send time, not from when we got round to it.
                     let us = due.elapsed().as_micros() as u64;
-                    if good {
-                        ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match result {
+                        Ok(()) => {
+                            ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(kind) => {
+                            if let Ok(mut f) = failures.lock() {
+                                *f.entry(kind).or_insert(0) += 1;
+                            }
+                        }
                     }
                     if let Ok(mut h) = hist.lock() {
                         h.saturating_record(us.max(1));
@@ -753,10 +834,15 @@ impl LoadClient {
             Ok(h) => h.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
+        let failures = match failures.lock() {
+            Ok(f) => f.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
         LoadStats {
             sent: total,
             ok: ok.load(std::sync::atomic::Ordering::Relaxed),
             hist,
+            failures,
         }
     }
 }

@@ -138,7 +138,7 @@ fn bench(
     let duration = std::time::Duration::from_secs_f64(duration_s);
     let ms = run_suite(&harness, rates, &sets, duration, with_nginx, |m| {
         eprintln!(
-            "{:>5} rps {:<16} cpu/req {:>7} us  p50 {:>6} us  p99 {:>7} us  ok {}/{}",
+            "{:>5} rps {:<16} cpu/req {:>7} us  p50 {:>6} us  p99 {:>7} us  ok {}/{} {:?}",
             m.rate_rps,
             m.target,
             m.cpu_us_per_request
@@ -147,7 +147,8 @@ fn bench(
             m.latency_p50_us,
             m.latency_p99_us,
             m.ok,
-            m.sent
+            m.sent,
+            m.failures
         );
     })?;
     println!("{}", table(&ms));
