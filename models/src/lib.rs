@@ -135,6 +135,9 @@ pub struct ClusterConfig {
     pub network_hop_us: u64,
     /// Memory used on every worker by the OS, kubelet and container runtime, GiB (assumed).
     pub node_base_memory_gib: f64,
+    /// Memory used on the control-plane node by the OS, etcd, the API server, the controllers
+    /// and Knative's control plane (autoscaler, controller, webhook), GiB (assumed).
+    pub control_plane_base_memory_gib: f64,
 }
 
 impl Default for ClusterConfig {
@@ -147,6 +150,7 @@ impl Default for ClusterConfig {
             control_plane_memory_gib: 64,
             network_hop_us: 50,
             node_base_memory_gib: 1.0,
+            control_plane_base_memory_gib: 4.0,
         }
     }
 }
@@ -479,6 +483,12 @@ impl SimConfig {
             cl.node_base_memory_gib,
             0.0,
             f64::from(cl.memory_gib),
+        )?;
+        c.finite(
+            "cluster.control_plane_base_memory_gib",
+            cl.control_plane_base_memory_gib,
+            0.0,
+            f64::from(cl.control_plane_memory_gib),
         )?;
         let k = &self.kubernetes;
         c.finite("kubernetes.api_writes_per_s", k.api_writes_per_s, 0.01, 1e6)?;

@@ -351,7 +351,7 @@ impl Simulation {
         nodes.push(Node {
             cpu: NodeCpu::new(cl.control_plane_cores),
             series: NodeSeries::default(),
-            mem_mib: 0.0,
+            mem_mib: cl.control_plane_base_memory_gib * 1024.0,
             mem_last: 0,
         });
         let alloc = vec![
@@ -773,6 +773,9 @@ impl Simulation {
                 } => {
                     let node = node.min(workers);
                     self.add_job(node, work_ns, JobOwner::Mesh { token }, category);
+                }
+                MeshAction::Memory { node, delta_mib } => {
+                    self.mem_change(node.min(workers), delta_mib);
                 }
             }
         }
@@ -1516,8 +1519,14 @@ impl Simulation {
         let end = self.now;
         for i in 0..self.nodes.len() {
             self.account_cpu(i as u16);
+        }
+        // Memory stays as it is until the end of the last (partial) second, so that second's
+        // average is not diluted.
+        self.now = end.div_ceil(SEC) * SEC;
+        for i in 0..self.nodes.len() {
             self.mem_change(i as u16, 0.0);
         }
+        self.now = end;
         let seconds = self
             .nodes
             .iter()

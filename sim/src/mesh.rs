@@ -102,7 +102,7 @@ pub enum ClusterEvent {
 }
 
 /// Work the mesh model asks the engine to do for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MeshAction {
     /// Call [`SidecarModel::on_timer`] with `token` after `delay_ns`.
     Timer { delay_ns: u64, token: u64 },
@@ -114,6 +114,9 @@ pub enum MeshAction {
         category: CpuCategory,
         token: u64,
     },
+    /// Change the memory in use on `node` by `delta_mib` (per-connection buffers, per-node
+    /// proxies, istiod's push context, ...).
+    Memory { node: u16, delta_mib: f64 },
 }
 
 /// The engine's side of a mesh callback.

@@ -94,6 +94,10 @@ impl SidecarModel for ToyMesh {
     fn on_timer(&mut self, ctx: &mut MeshCtx<'_>, token: u64) {
         self.configured.insert(token as u32);
         self.pushes += 1;
+        ctx.act(MeshAction::Memory {
+            node: 0,
+            delta_mib: 512.0,
+        });
         ctx.act(MeshAction::Cpu {
             node: 0,
             work_ns: ENCODE_NS,
@@ -206,5 +210,13 @@ fn toy_mesh_changes_pipeline_path_failures_and_xds() {
     let sidecar_core_s: f64 = r.node_seconds.iter().map(|n| n.cpu_cores.sidecar).sum();
     // Activator sidecar for both requests, pod sidecar for both (one rejected after its work).
     assert!((sidecar_core_s - 0.004).abs() < 1e-9, "{sidecar_core_s}");
+    // The control plane's memory: its base plus 512 MiB per push, at the end of the run.
+    let last_cp = r.node_seconds.iter().rfind(|n| n.control_plane).unwrap();
+    let want = cfg.cluster.control_plane_base_memory_gib + 1.0;
+    assert!(
+        (last_cp.memory_gib - want).abs() < 1e-9,
+        "{}",
+        last_cp.memory_gib
+    );
     assert_eq!(r.in_flight, 0);
 }
