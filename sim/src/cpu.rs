@@ -206,6 +206,56 @@ mod tests {
         assert_eq!(cpu.next_completion(), None);
     }
 
+    proptest::proptest! {
+        /// Jobs arriving at random times on one core: none finishes before arrival + work,
+        /// the core never idles while work is left (the last finish is the busy-period end),
+        /// and every job completes exactly once.
+        #[test]
+        fn one_core_is_work_conserving(
+            jobs in proptest::collection::vec((0u64..1_000, 1u64..500), 1..40)
+        ) {
+            let mut jobs = jobs;
+            jobs.sort();
+            let mut cpu = NodeCpu::new(1);
+            let mut finish = vec![None; jobs.len()];
+            let mut next_arrival = 0;
+            let mut now = 0u64;
+            loop {
+                let next_done = cpu.next_completion();
+                let arrival = jobs.get(next_arrival).map(|j| j.0);
+                match (arrival, next_done) {
+                    (Some(a), d) if d.is_none_or(|d| a <= d) => {
+                        now = a;
+                        cpu.advance(now, |_, _, _, _| {});
+                        let owner = JobOwner::Request { slot: next_arrival as u32, tag: 0 };
+                        cpu.add(jobs[next_arrival].1, owner, CpuCategory::Function);
+                        next_arrival += 1;
+                    }
+                    (_, Some(d)) => {
+                        now = d;
+                        for o in run(&mut cpu, now) {
+                            if let JobOwner::Request { slot, .. } = o {
+                                proptest::prop_assert!(finish[slot as usize].is_none());
+                                finish[slot as usize] = Some(now);
+                            }
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            // Busy-period end computed directly: a single server that never idles with work.
+            let mut busy_end = 0u64;
+            for &(a, w) in &jobs {
+                busy_end = busy_end.max(a) + w;
+            }
+            proptest::prop_assert_eq!(now.abs_diff(busy_end) <= jobs.len() as u64, true);
+            for (i, &(a, w)) in jobs.iter().enumerate() {
+                let f = finish[i].expect("completed");
+                proptest::prop_assert!(f + 1 >= a + w);
+            }
+        }
+    }
+
     #[test]
     fn no_slowdown_below_core_count() {
         let mut cpu = NodeCpu::new(2);

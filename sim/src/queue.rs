@@ -92,4 +92,23 @@ mod tests {
         let order: Vec<char> = std::iter::from_fn(|| q.pop().map(|(_, e)| e)).collect();
         assert_eq!(order, vec!['b', 'd', 'a', 'c']);
     }
+
+    proptest::proptest! {
+        /// Events come out in time order, and in scheduling order among equal times.
+        #[test]
+        fn pops_in_time_then_seq_order(times in proptest::collection::vec(0u64..50, 0..200)) {
+            let mut q = EventQueue::new();
+            for (i, &t) in times.iter().enumerate() {
+                q.push(SimTime(t), i);
+            }
+            let mut last: Option<(SimTime, usize)> = None;
+            while let Some((t, i)) = q.pop() {
+                if let Some((lt, li)) = last {
+                    proptest::prop_assert!(t > lt || (t == lt && i > li));
+                }
+                proptest::prop_assert_eq!(SimTime(times[i]), t);
+                last = Some((t, i));
+            }
+        }
+    }
 }

@@ -132,6 +132,23 @@ fn same_seed_same_summary_and_digest_other_seed_differs() {
     assert_eq!(a.node_seconds, b.node_seconds);
     assert_ne!(a.digest, c.digest);
     assert_ne!(ja, jc);
+    // Recording the per-invocation table does not perturb the run.
+    let d = run(
+        default_trace(5),
+        &cfg,
+        &RunOptions {
+            record_invocations: true,
+            ..opts(11)
+        },
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(d.digest, a.digest);
+    assert_eq!(serde_json::to_string(&d.summary).unwrap(), ja);
+    assert_eq!(
+        d.invocations.map(|v| v.len() as u64),
+        Some(a.summary.invocations)
+    );
 }
 
 #[test]
