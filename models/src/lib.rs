@@ -239,6 +239,11 @@ pub struct PodStartConfig {
     /// (assumed: Knative's "aggressive" readiness probing when no `periodSeconds` is set, tens
     /// of ms).
     pub readiness_probe_period_ms: u64,
+    /// CPU the worker's kubelet and container runtime spend on one pod start (sandbox, network
+    /// set-up, container creation), ms of one core (assumed). It runs under the worker's
+    /// processor sharing in the `system` category, beside the functions, while the sandbox is
+    /// created; it does not change the pipeline's timings.
+    pub node_cpu_ms_per_start: u64,
     /// Spread of the node-side step times (sandbox create, container starts, app init): each
     /// is multiplied by a factor drawn uniformly from `[1 - j, 1 + j]`, `j` = this / 100
     /// (assumed: real pod starts vary by tens of ms; without spread, equidistant cold starts
@@ -253,6 +258,7 @@ impl Default for PodStartConfig {
             container_start_ms: 88,
             app_init_ms: 50,
             readiness_probe_period_ms: 50,
+            node_cpu_ms_per_start: 150,
             jitter_pct: 10,
         }
     }
@@ -530,6 +536,13 @@ impl SimConfig {
             1,
             600_000,
         )?;
+        c.range("kubernetes.pod_start.jitter_pct", p.jitter_pct, 0, 90)?;
+        c.range(
+            "kubernetes.pod_start.node_cpu_ms_per_start",
+            p.node_cpu_ms_per_start,
+            0,
+            600_000,
+        )?;
         let n = &self.knative;
         c.range(
             "knative.target_concurrency",
@@ -736,6 +749,19 @@ mod tests {
         assert_eq!(cfg.knative.container_concurrency, 1);
         assert_eq!(cfg.knative.target_burst_capacity, -1);
         assert_eq!(cfg.knative.pod_capacity(), 1.0);
+    }
+
+    #[test]
+    fn pod_start_ranges_are_checked() {
+        let err = SimConfig::from_toml_str(
+            "version = 1\n[kubernetes.pod_start]\njitter_pct = 95\n",
+            "j.toml",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("kubernetes.pod_start.jitter_pct"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1343,6 +1343,12 @@ impl Simulation {
             }
             PodStep::WatchKubelet => {
                 self.pods[pod as usize].step = PodStep::Sandbox;
+                let cpu = self.cfg.kubernetes.pod_start.node_cpu_ms_per_start * MS;
+                if cpu > 0
+                    && let Some(node) = self.pods[pod as usize].node
+                {
+                    self.add_job(node, cpu, JobOwner::Background, CpuCategory::System);
+                }
                 let d = self.jitter(self.cfg.kubernetes.pod_start.sandbox_create_ms * MS);
                 self.at(d, Ev::Pod { pod });
             }

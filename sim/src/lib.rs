@@ -162,14 +162,16 @@ pub fn run(
     run_with_mesh(trace, cfg, opts, Box::new(mesh::NoMesh), progress)
 }
 
-/// [`run`] with a mesh model plugged in.
-pub fn run_with_mesh(
+/// Replays `trace` with full control over the engine's options (per-pod and autoscaler logs,
+/// horizon, ...) and the mesh model; returns everything the engine produced. `opts.window_s`
+/// defaults to the trace's length when `None`.
+pub fn run_detailed(
     trace: Arc<Trace>,
     cfg: &SimConfig,
-    opts: &RunOptions,
+    opts: &SimOptions,
     mesh: Box<dyn mesh::SidecarModel>,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<RunResult, SimError> {
+) -> Result<engine::EngineResult, SimError> {
     cfg.validate()?;
     if trace.functions.is_empty() {
         return Err(SimError::Trace {
@@ -178,13 +180,10 @@ pub fn run_with_mesh(
         });
     }
     let specs = function_specs(&trace);
-    let sim_opts = SimOptions {
-        seed: opts.seed,
-        replication: opts.replication,
-        record_invocations: opts.record_invocations,
-        window_s: Some(u64::from(trace.minutes) * 60),
-        ..SimOptions::default()
-    };
+    let mut sim_opts = *opts;
+    if sim_opts.window_s.is_none() {
+        sim_opts.window_s = Some(u64::from(trace.minutes) * 60);
+    }
     let arrivals = ArrivalStream::new(
         trace,
         ArrivalConfig {
@@ -194,7 +193,24 @@ pub fn run_with_mesh(
         },
     );
     let total = arrivals.total();
-    let r = Simulation::new(cfg, &specs, mesh, sim_opts).run(arrivals, total, progress);
+    Ok(Simulation::new(cfg, &specs, mesh, sim_opts).run(arrivals, total, progress))
+}
+
+/// [`run`] with a mesh model plugged in.
+pub fn run_with_mesh(
+    trace: Arc<Trace>,
+    cfg: &SimConfig,
+    opts: &RunOptions,
+    mesh: Box<dyn mesh::SidecarModel>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RunResult, SimError> {
+    let sim_opts = SimOptions {
+        seed: opts.seed,
+        replication: opts.replication,
+        record_invocations: opts.record_invocations,
+        ..SimOptions::default()
+    };
+    let r = run_detailed(trace, cfg, &sim_opts, mesh, progress)?;
     Ok(RunResult {
         summary: r.summary,
         invocations: r.invocations,
