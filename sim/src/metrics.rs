@@ -239,16 +239,29 @@ pub struct SimStats {
 /// One scenario of `summary.json`, field for field as DESIGN.md specifies.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ScenarioSummary {
+    /// Invocations that arrived.
     pub invocations: u64,
+    /// Answered within the request timeout.
     pub completed: u64,
+    /// Failed for one of [`FailureReason`]'s reasons.
     pub failed: u64,
+    /// `failed / (completed + failed)`.
     pub failure_rate: f64,
+    /// Failures per [`FailureReason::as_str`].
     pub failures_by_reason: BTreeMap<String, u64>,
+    /// Invocations that waited for a pod to start (arrived while their revision had no ready
+    /// pod).
     pub cold_starts: u64,
+    /// End-to-end / uncontended execution time of completed invocations (log-bucketed
+    /// histogram, 0.8 % precision; `max` exact).
     pub slowdown: SlowdownSummary,
+    /// The cold invocations' wait for their pod, s.
     pub cold_start_s: ColdStartSummary,
+    /// Over (worker, second) samples of the replay window: CPU cores in use, all categories.
     pub worker_cpu_cores: P50P95,
+    /// Over (worker, second) samples: memory in use, GiB.
     pub worker_mem_gib: P50P95,
+    /// Over the control-plane node's seconds: CPU cores in use.
     pub cp_cpu_cores: P50P95,
     pub xds: XdsSummary,
     pub sim: SimStats,
