@@ -35,10 +35,12 @@
 //!    `cargo run --release -p meshsim-sim --example fit_sandbox` (p50 of 60 cold starts at 1/s,
 //!    mean of 5 seeds: 1.196 s).
 //!
-//! Consequences, not fits: between 1/s and 2.25/s the p50 stays 1.05-1.25 s; at 2.5/s it rises
-//! (1.4 s); above, the write queue grows for as long as the burst lasts (3/s: p50 3.9 s after
-//! 60 s, 8.5 s after 150 s). Because a pod's deletion also writes (6 writes per scale-down), a
-//! run longer than stable window + grace (90 s) sustains only `25 / 16` = 1.56 cold starts/s.
+//! Consequences, not fits (`coldstart::run`, 200 cold starts, seed 1): p50 1.03 s at 0.5/s
+//! (no overlap between cold starts), 1.05-1.22 s from 1/s to 2.25/s, 1.45 s at 2.5/s; above,
+//! the write queue grows for as long as the burst lasts (3/s: p50 3.9 s after 60 cold
+//! starts, 10.8 s after 200). Because a pod's deletion also writes (6 writes per scale-down),
+//! a run longer than stable window + grace (90 s) that lets earlier pods scale down
+//! (`coldstart::run_sustained`) sustains only `25 / 16` = 1.56 cold starts/s.
 //!
 //! # Knative deployment shape
 //! The defaults are Knative's (container concurrency 0 = unlimited, target 100 at 70 %, target
