@@ -5,8 +5,8 @@
 //! progresses at rate `min(1, c / n)`. The node keeps a *virtual time* `V` (work done by any one
 //! job since the start) that advances at that rate; a job arriving at `V0` with work `w`
 //! finishes when `V` reaches `V0 + w`. Finish tags sit in a min-heap, so an arrival or a
-//! departure costs O(log n), and only the node's next completion is ever scheduled (callers
-//! drop stale completion events by comparing [`NodeCpu::epoch`]).
+//! departure costs O(log n), and only the node's next completion is ever scheduled (the engine
+//! keeps one completion event per node outstanding and drops superseded ones by generation).
 //!
 //! Completion instants are rounded up to the next integer ns; jobs whose tag is within half a
 //! ns of work of `V` complete together. With the exact binary fractions of the tests (one or two

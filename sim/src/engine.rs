@@ -275,6 +275,10 @@ struct Node {
     series: NodeSeries,
     mem_mib: f64,
     mem_last: u64,
+    /// Time of the node's outstanding (valid) completion event.
+    scheduled: Option<u64>,
+    /// Generation of that event; older ones are dropped when popped.
+    epoch: u32,
 }
 
 const CHAIN: [ApiWrite; 3] = [
@@ -328,12 +332,10 @@ pub struct Simulation {
     tick_ns: u64,
 }
 
-fn fnv(mut h: u64, x: u64) -> u64 {
-    for b in x.to_le_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+/// One step of the event-log digest: FNV-1a's xor-multiply over a whole 64-bit word (with a
+/// rotation so high bits reach the low ones), cheaper than hashing the word's 8 bytes.
+fn fnv(h: u64, x: u64) -> u64 {
+    (h.rotate_left(23) ^ x).wrapping_mul(0x0000_0100_0000_01b3)
 }
 
 impl Simulation {
@@ -353,6 +355,8 @@ impl Simulation {
             series: NodeSeries::default(),
             mem_mib: cl.control_plane_base_memory_gib * 1024.0,
             mem_last: 0,
+            scheduled: None,
+            epoch: 0,
         });
         let alloc = vec![
             NodeAlloc {
@@ -369,6 +373,8 @@ impl Simulation {
                 series: NodeSeries::default(),
                 mem_mib: cl.node_base_memory_gib * 1024.0,
                 mem_last: 0,
+                scheduled: None,
+                epoch: 0,
             });
         }
         let injected: Vec<ContainerSpec> = mesh.injected_containers().to_vec();
@@ -570,7 +576,7 @@ impl Simulation {
 
     fn handle(&mut self, ev: Ev) {
         if let Ev::Cpu { node, epoch } = ev
-            && self.nodes[usize::from(node)].cpu.epoch() != epoch
+            && self.nodes[usize::from(node)].epoch != epoch
         {
             return; // superseded completion
         }
@@ -603,12 +609,19 @@ impl Simulation {
         });
     }
 
+    /// Adds a CPU job. The node keeps one completion event outstanding: a new one is pushed
+    /// only when the new job makes the next completion earlier; when it makes it later (the
+    /// node gets slower), the outstanding event fires early, completes nothing and reschedules.
     fn add_job(&mut self, node: u16, work_ns: u64, owner: JobOwner, cat: CpuCategory) {
         self.account_cpu(node);
         let n = &mut self.nodes[usize::from(node)];
         let t = n.cpu.add(work_ns, owner, cat);
-        let epoch = n.cpu.epoch();
-        self.q.push(SimTime(t), Ev::Cpu { node, epoch });
+        if n.scheduled.is_none_or(|s| t < s) {
+            n.epoch = n.epoch.wrapping_add(1);
+            n.scheduled = Some(t);
+            let epoch = n.epoch;
+            self.q.push(SimTime(t), Ev::Cpu { node, epoch });
+        }
     }
 
     fn cpu_done(&mut self, node: u16) {
@@ -616,8 +629,11 @@ impl Simulation {
         let mut done = std::mem::take(&mut self.done_buf);
         let n = &mut self.nodes[usize::from(node)];
         n.cpu.complete(&mut done);
+        n.scheduled = None;
         if let Some(t) = n.cpu.next_completion() {
-            let epoch = n.cpu.epoch();
+            n.epoch = n.epoch.wrapping_add(1);
+            n.scheduled = Some(t);
+            let epoch = n.epoch;
             self.q.push(SimTime(t), Ev::Cpu { node, epoch });
         }
         for owner in done.drain(..) {

@@ -17,8 +17,8 @@
 //!
 //! Determinism: one root seed; every random draw comes from a named stream
 //! ([`meshsim_traces::rng::stream`]); no wall clock, no hash-map iteration. The digest in
-//! [`RunResult`] (FNV-1a over `(time, kind, ids)` of every processed event) lets a test compare
-//! two runs event by event.
+//! [`RunResult`] (an FNV-1a-style word hash over `(time, kind, ids)` of every processed event)
+//! lets a test compare two runs event by event.
 //!
 //! # Calibration (what was fitted, and how)
 //! Two parameters are fitted to the paper's no-mesh cold-start measurements; everything else
@@ -119,7 +119,7 @@ pub struct RunResult {
     pub node_seconds: Vec<NodeSecond>,
     /// Events processed (arrivals included, superseded CPU completions excluded).
     pub events: u64,
-    /// FNV-1a over `(time, kind, ids)` of every processed event.
+    /// FNV-1a-style word hash over `(time, kind, ids)` of every processed event.
     pub digest: u64,
     /// Arrived but unfinished when the run stopped (0 for a full replay).
     pub in_flight: u64,
