@@ -77,7 +77,6 @@ pub struct NodeCpu {
     heap: BinaryHeap<Job>,
     by_cat: [u32; NCAT],
     seq: u64,
-    epoch: u32,
 }
 
 impl NodeCpu {
@@ -89,7 +88,6 @@ impl NodeCpu {
             heap: BinaryHeap::new(),
             by_cat: [0; NCAT],
             seq: 0,
-            epoch: 0,
         }
     }
 
@@ -102,11 +100,6 @@ impl NodeCpu {
     /// Runnable jobs.
     pub fn runnable(&self) -> usize {
         self.heap.len()
-    }
-
-    /// Generation of the node's scheduled completion; bumped whenever it changes.
-    pub fn epoch(&self) -> u32 {
-        self.epoch
     }
 
     /// Advances virtual time to `now_ns`, calling `account(cat, core_ns, from, to)` with the
@@ -127,7 +120,7 @@ impl NodeCpu {
     }
 
     /// Adds a job of `work_ns` (call [`advance`](Self::advance) to now first). Returns the time
-    /// of the node's next completion, to be scheduled with the new [`epoch`](Self::epoch).
+    /// of the node's next completion at the new rate.
     pub fn add(&mut self, work_ns: u64, owner: JobOwner, cat: CpuCategory) -> u64 {
         self.heap.push(Job {
             finish_v: self.v + work_ns as f64,
@@ -137,7 +130,6 @@ impl NodeCpu {
         });
         self.seq += 1;
         self.by_cat[cat as usize] += 1;
-        self.epoch = self.epoch.wrapping_add(1);
         self.next_completion().unwrap_or(self.last_ns)
     }
 
@@ -149,9 +141,8 @@ impl NodeCpu {
     }
 
     /// Removes the jobs that are done at the current virtual time (call `advance` first),
-    /// appending their owners to `done`. Bumps the epoch when something completed.
+    /// appending their owners to `done`.
     pub fn complete(&mut self, done: &mut Vec<JobOwner>) {
-        let before = done.len();
         while let Some(top) = self.heap.peek() {
             if top.finish_v <= self.v + 0.5 {
                 let j = self.heap.pop().expect("peeked");
@@ -160,9 +151,6 @@ impl NodeCpu {
             } else {
                 break;
             }
-        }
-        if done.len() > before {
-            self.epoch = self.epoch.wrapping_add(1);
         }
     }
 }
