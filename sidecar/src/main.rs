@@ -48,9 +48,10 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Serve { config } => serve(config),
+        Cmd::Serve { config } => serve(config, t0),
         Cmd::Bench {
             rates,
             duration_s,
@@ -66,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn serve(path: PathBuf) -> anyhow::Result<()> {
+fn serve(path: PathBuf, t0: std::time::Instant) -> anyhow::Result<()> {
     let config = meshsim_sidecar::config::Config::load(&path)?;
     let rt = if config.runtime.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -92,6 +93,7 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
             "outbound": sidecar.outbound.map(|a| a.to_string()),
             "admin": sidecar.admin.map(|a| a.to_string()),
             "pid": std::process::id(),
+            "startup_us": t0.elapsed().as_micros() as u64,
         });
         eprintln!("{line}");
         tokio::select! {

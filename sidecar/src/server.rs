@@ -161,11 +161,13 @@ async fn front(
         ));
     }
     let headers = req.headers();
+    let uri_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len());
     let header_bytes: usize = headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
-        + req.uri().to_string().len();
+        + uri_len;
     if headers.len() > limits.max_headers || header_bytes > limits.max_header_bytes {
         return Err(refuse(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -224,19 +226,21 @@ async fn front(
     };
     // Identity and claims headers are only ever set by the sidecar itself.
     parts.headers.remove(XFCC);
-    let forged: Vec<_> = parts
-        .headers
-        .keys()
-        .filter(|k| {
-            k.as_str().starts_with(CLAIM_HEADER_PREFIX) || k.as_str().starts_with("x-meshsim-")
-        })
-        .cloned()
-        .collect();
-    for k in forged {
-        parts.headers.remove(k);
+    let is_internal = |k: &http::HeaderName| {
+        k.as_str().starts_with(CLAIM_HEADER_PREFIX) || k.as_str().starts_with("x-meshsim-")
+    };
+    if parts.headers.keys().any(is_internal) {
+        strip_internal(&mut parts.headers, is_internal);
     }
     parts.extensions.insert(conn);
     Ok(Request::from_parts(parts, Full::new(bytes)))
+}
+
+fn strip_internal(headers: &mut http::HeaderMap, is_internal: impl Fn(&http::HeaderName) -> bool) {
+    let forged: Vec<_> = headers.keys().filter(|k| is_internal(k)).cloned().collect();
+    for k in forged {
+        headers.remove(k);
+    }
 }
 
 /// Client-side stream: plain TCP or server-side TLS.

@@ -227,7 +227,8 @@ pub struct ForwardOptions {
 #[derive(Clone)]
 pub struct Forward {
     client: Client<Connector, crate::http::ReqBody>,
-    endpoints: Arc<[SocketAddr]>,
+    /// Endpoints with their pre-built URI authority.
+    endpoints: Arc<[(SocketAddr, Authority)]>,
     next: Arc<AtomicUsize>,
 }
 
@@ -255,14 +256,24 @@ impl Forward {
             .build(connector);
         Forward {
             client,
-            endpoints: opts.endpoints.into(),
+            endpoints: opts
+                .endpoints
+                .iter()
+                .filter_map(|e| Authority::try_from(e.to_string()).ok().map(|a| (*e, a)))
+                .collect(),
             next: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    fn pick(&self) -> SocketAddr {
+    fn pick(&self, requested: Option<SocketAddr>) -> Option<(SocketAddr, Authority)> {
+        if let Some(addr) = requested {
+            return self.endpoints.iter().find(|(a, _)| *a == addr).cloned();
+        }
+        if self.endpoints.is_empty() {
+            return None;
+        }
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.endpoints[i % self.endpoints.len()]
+        Some(self.endpoints[i % self.endpoints.len()].clone())
     }
 }
 
@@ -276,13 +287,17 @@ impl tower::Service<Req> for Forward {
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let endpoint = match req.extensions().get::<Endpoint>() {
-            Some(e) => e.0,
-            None => self.pick(),
-        };
+        let endpoint = self.pick(req.extensions().get::<Endpoint>().map(|e| e.0));
         let client = self.client.clone();
         Box::pin(async move {
-            if let Err(resp) = rewrite_for_upstream(&mut req, endpoint) {
+            let Some(endpoint) = endpoint else {
+                return Ok(local_reply(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream",
+                    "no upstream endpoint",
+                ));
+            };
+            if let Err(resp) = rewrite_for_upstream(&mut req, &endpoint) {
                 return Ok(resp);
             }
             match client.request(req).await {
@@ -335,7 +350,7 @@ impl tower::Service<Req> for Forward {
 
 /// Point the request at `endpoint`: absolute URI for the client, Host kept (or derived from
 /// an HTTP/2 `:authority`), hop-by-hop headers removed, HTTP/1.1 towards the upstream.
-fn rewrite_for_upstream(req: &mut Req, endpoint: SocketAddr) -> Result<(), Resp> {
+fn rewrite_for_upstream(req: &mut Req, endpoint: &(SocketAddr, Authority)) -> Result<(), Resp> {
     let bad = || {
         local_reply(
             http::StatusCode::BAD_REQUEST,
@@ -354,7 +369,7 @@ fn rewrite_for_upstream(req: &mut Req, endpoint: SocketAddr) -> Result<(), Resp>
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let authority = Authority::try_from(endpoint.to_string()).map_err(|_| bad())?;
+    let authority = endpoint.1.clone();
     let uri = Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(authority)
