@@ -27,8 +27,8 @@ use crate::kubernetes::{
     WriteRequest, scheduler_for,
 };
 use crate::mesh::{
-    ClusterEvent, ContainerKind, ContainerSpec, HopDecision, HopPoint, MeshAction, MeshCtx,
-    SidecarModel,
+    ClusterEvent, ContainerKind, ContainerSpec, HopCtx, HopDecision, HopPoint, MeshAction, MeshCtx,
+    SidecarModel, SystemPod,
 };
 use crate::metrics::{
     ColdStartSummary, Collector, FailureReason, InvocationRecord, NodeSecond, NodeSeries,
@@ -486,6 +486,15 @@ impl Simulation {
                 sim.activators = placed;
             }
         }
+        let system: Vec<(SystemPod, u16)> = (sim.gateways.iter().map(|&n| (SystemPod::Gateway, n)))
+            .chain(sim.activators.iter().map(|&n| (SystemPod::Activator, n)))
+            .collect();
+        for (kind, node) in system {
+            sim.mesh_call(MeshCall::Event(ClusterEvent::SystemPodPlaced {
+                kind,
+                node,
+            }));
+        }
         sim
     }
 
@@ -671,7 +680,7 @@ impl Simulation {
             cat: CpuCategory::Gateway,
         };
         n += 1;
-        n = self.mesh_hop(HopPoint::GatewayOut, gw, inv.function, &mut steps, n);
+        n = self.mesh_hop(HopPoint::GatewayOut, gw, inv.function, None, &mut steps, n);
         steps[n] = Step::Route;
         n += 1;
         let r = &mut self.reqs[slot as usize];
@@ -743,10 +752,19 @@ impl Simulation {
         point: HopPoint,
         node: u16,
         function: u32,
+        pod: Option<u32>,
         steps: &mut [Step; MAX_STEPS],
         mut n: usize,
     ) -> usize {
-        let (hop, fail) = match self.mesh.hop(SimTime(self.now), point, node, function) {
+        let ctx = HopCtx {
+            now: SimTime(self.now),
+            point,
+            node,
+            function,
+            pod,
+            pod_in_flight: pod.map_or(0, |p| self.pods[p as usize].in_flight),
+        };
+        let (hop, fail) = match self.mesh.hop(&ctx) {
             HopDecision::Pass => return n,
             HopDecision::Through(h) => (h, None),
             HopDecision::Reject { hop, reason } => (hop, Some(reason)),
@@ -849,7 +867,7 @@ impl Simulation {
         let mut n = 0;
         steps[n] = Step::Delay(self.hop_ns);
         n += 1;
-        n = self.mesh_hop(HopPoint::Activator, act, rev, &mut steps, n);
+        n = self.mesh_hop(HopPoint::Activator, act, rev, None, &mut steps, n);
         steps[n] = Step::Cpu {
             node: act,
             work_ns: self.cfg.knative.activator_cpu_us * US,
@@ -946,6 +964,7 @@ impl Simulation {
             HopPoint::Pod,
             node,
             self.reqs[slot as usize].function,
+            Some(pod),
             &mut steps,
             n,
         );
@@ -1030,6 +1049,12 @@ impl Simulation {
             },
             failure,
         };
+        self.mesh.on_request_finished(
+            SimTime(now),
+            rec.function,
+            (r.pod != NO_POD).then_some(r.pod),
+            rec.failure,
+        );
         self.collector.record(&rec);
         if let Some(v) = &mut self.records {
             v.push(rec);

@@ -49,6 +49,21 @@ pub struct SidecarHop {
     pub latency_ns: u64,
 }
 
+/// What the mesh sees of a request at a hop point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HopCtx {
+    pub now: SimTime,
+    pub point: HopPoint,
+    /// Node of the component the request enters (gateway, activator or pod).
+    pub node: u16,
+    /// Function (= revision) of the request.
+    pub function: u32,
+    /// The target pod ([`HopPoint::Pod`] only).
+    pub pod: Option<u32>,
+    /// Requests the target pod already holds ([`HopPoint::Pod`] only; for circuit breaking).
+    pub pod_in_flight: u32,
+}
+
 /// What happens to a request at a hop point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HopDecision {
@@ -88,9 +103,18 @@ pub struct ContainerSpec {
     pub ready_gate: bool,
 }
 
+/// Knative's data-plane components (they carry sidecars or are proxies themselves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemPod {
+    Gateway,
+    Activator,
+}
+
 /// Kubernetes changes a mesh control plane watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClusterEvent {
+    /// A gateway or activator replica was placed on `node` (at time 0, before any request).
+    SystemPodPlaced { kind: SystemPod, node: u16 },
     /// A function pod was bound to a worker (its endpoint appears, not ready).
     PodScheduled { pod: u32, revision: u32, node: u16 },
     /// The pod's endpoint became ready.
@@ -149,8 +173,17 @@ pub trait SidecarModel: fmt::Debug {
     fn name(&self) -> &str;
     /// Containers injected into every function pod, in start order.
     fn injected_containers(&self) -> &[ContainerSpec];
-    /// What happens to a request of `function` at `point` on `node`.
-    fn hop(&mut self, now: SimTime, point: HopPoint, node: u16, function: u32) -> HopDecision;
+    /// What happens to a request at a hop point.
+    fn hop(&mut self, ctx: &HopCtx) -> HopDecision;
+    /// A request finished (answered or failed); `pod` is where it was sent, if anywhere.
+    fn on_request_finished(
+        &mut self,
+        _now: SimTime,
+        _function: u32,
+        _pod: Option<u32>,
+        _failure: Option<FailureReason>,
+    ) {
+    }
     /// Whether the gated container of `pod` is ready at `now`; when not, the engine re-checks
     /// after the returned `Err(retry_ns)`.
     fn container_ready(&mut self, now: SimTime, pod: u32) -> Result<(), u64>;
@@ -177,7 +210,7 @@ impl SidecarModel for NoMesh {
     fn injected_containers(&self) -> &[ContainerSpec] {
         &[]
     }
-    fn hop(&mut self, _: SimTime, _: HopPoint, _: u16, _: u32) -> HopDecision {
+    fn hop(&mut self, _: &HopCtx) -> HopDecision {
         HopDecision::Pass
     }
     fn container_ready(&mut self, _: SimTime, _: u32) -> Result<(), u64> {

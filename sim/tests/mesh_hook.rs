@@ -6,14 +6,16 @@
 use meshsim_models::SimConfig;
 use meshsim_sim::cpu::CpuCategory;
 use meshsim_sim::mesh::{
-    ClusterEvent, ContainerKind, ContainerSpec, HopDecision, HopPoint, MeshAction, MeshCtx,
-    SidecarHop, SidecarModel,
+    ClusterEvent, ContainerKind, ContainerSpec, HopCtx, HopDecision, HopPoint, MeshAction, MeshCtx,
+    SidecarHop, SidecarModel, SystemPod,
 };
 use meshsim_sim::metrics::{FailureReason, PayloadBytes, XdsSummary};
 use meshsim_sim::time::{MS, US};
 use meshsim_sim::{FunctionSpec, SimOptions, SimTime, Simulation};
 use meshsim_traces::Invocation;
+use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::rc::Rc;
 
 const PUSH_DELAY_NS: u64 = 2_000 * MS;
 const RETRY_NS: u64 = 10 * MS;
@@ -29,6 +31,14 @@ struct ToyMesh {
     configured: BTreeSet<u32>,
     pushes: u64,
     encoded: u64,
+    /// What the test inspects after the run (shared with the test; test code only).
+    log: Rc<RefCell<ToyLog>>,
+}
+
+#[derive(Debug, Default)]
+struct ToyLog {
+    system: Vec<(SystemPod, u16)>,
+    finished: Vec<(u32, Option<u32>, Option<FailureReason>)>,
 }
 
 impl ToyMesh {
@@ -66,10 +76,10 @@ impl SidecarModel for ToyMesh {
     fn injected_containers(&self) -> &[ContainerSpec] {
         &self.containers
     }
-    fn hop(&mut self, _: SimTime, point: HopPoint, _: u16, function: u32) -> HopDecision {
-        match point {
+    fn hop(&mut self, ctx: &HopCtx) -> HopDecision {
+        match ctx.point {
             HopPoint::GatewayOut => HopDecision::Pass,
-            HopPoint::Pod if function == 1 => HopDecision::Reject {
+            HopPoint::Pod if ctx.function == 1 => HopDecision::Reject {
                 hop: HOP,
                 reason: FailureReason::RateLimited,
             },
@@ -84,6 +94,9 @@ impl SidecarModel for ToyMesh {
         }
     }
     fn on_cluster_event(&mut self, ctx: &mut MeshCtx<'_>, ev: ClusterEvent) {
+        if let ClusterEvent::SystemPodPlaced { kind, node } = ev {
+            self.log.borrow_mut().system.push((kind, node));
+        }
         if let ClusterEvent::PodScheduled { pod, .. } = ev {
             ctx.act(MeshAction::Timer {
                 delay_ns: PUSH_DELAY_NS,
@@ -107,6 +120,18 @@ impl SidecarModel for ToyMesh {
     }
     fn on_cpu_done(&mut self, _: &mut MeshCtx<'_>, _: u64) {
         self.encoded += 1;
+    }
+    fn on_request_finished(
+        &mut self,
+        _: SimTime,
+        function: u32,
+        pod: Option<u32>,
+        failure: Option<FailureReason>,
+    ) {
+        self.log
+            .borrow_mut()
+            .finished
+            .push((function, pod, failure));
     }
     fn endpoint_visible(&mut self, _: SimTime, _: u32) -> bool {
         true
@@ -162,7 +187,9 @@ fn toy_mesh_changes_pipeline_path_failures_and_xds() {
             memory_mb: 10.0,
         },
     ];
-    let r = Simulation::new(&cfg, &specs, Box::new(ToyMesh::new()), opts).run(
+    let mesh = ToyMesh::new();
+    let log = mesh.log.clone();
+    let r = Simulation::new(&cfg, &specs, Box::new(mesh), opts).run(
         invs.into_iter(),
         2,
         &mut |_, _| {},
@@ -219,4 +246,17 @@ fn toy_mesh_changes_pipeline_path_failures_and_xds() {
         last_cp.memory_gib
     );
     assert_eq!(r.in_flight, 0);
+    // The mesh was told where the gateway and the activator run, and of both outcomes.
+    let log = log.borrow();
+    assert_eq!(
+        log.system,
+        vec![(SystemPod::Gateway, 1), (SystemPod::Activator, 2)]
+    );
+    assert_eq!(
+        log.finished,
+        vec![
+            (0, Some(0), None),
+            (1, Some(1), Some(FailureReason::RateLimited))
+        ]
+    );
 }
