@@ -10,12 +10,16 @@
 //!   pod's readiness until [`SidecarModel::container_ready`] says it is ready (a sidecar
 //!   waiting for its initial xDS config);
 //! - **request path**: before a request enters the activator or the pod (and when it leaves
-//!   the gateway), [`SidecarModel::hop`] decides a [`HopDecision`]: pass, a sidecar hop (CPU on
+//!   the gateway), [`SidecarModel::hop`] sees a [`HopCtx`] (point, node, function, target pod
+//!   and its in-flight requests) and decides a [`HopDecision`]: pass, a sidecar hop (CPU on
 //!   that node in category `sidecar`, under the node's processor sharing, then latency: an
 //!   extra network stack traversal plus per-policy latency), or a rejection after the hop's
 //!   work (rate limit, circuit breaker, authz: the request fails with that reason);
-//! - **control plane**: [`SidecarModel::on_cluster_event`] is told of every endpoint and pod
-//!   change (the inputs of istiod's debounce and pushes). Through [`MeshCtx`] the model asks
+//!   [`SidecarModel::on_request_finished`] closes the loop (outstanding requests per pod,
+//!   outlier detection);
+//! - **control plane**: [`SidecarModel::on_cluster_event`] is told where the gateway and
+//!   activator replicas run (at time 0) and of every endpoint and pod change (the inputs of
+//!   istiod's debounce and pushes). Through [`MeshCtx`] the model asks
 //!   the engine for timers ([`MeshAction::Timer`], e.g. the 100 ms debounce) and CPU work on
 //!   any node ([`MeshAction::Cpu`], e.g. encoding on the control-plane node, category `xds`, and
 //!   decoding on a receiver's node); the engine calls back [`SidecarModel::on_timer`] and
