@@ -49,7 +49,8 @@ pub enum HopPoint {
 pub struct SidecarHop {
     /// CPU work on the hop's node, ns of one uncontended core.
     pub cpu_ns: u64,
-    /// Added latency (network traversal, policy RPCs), ns.
+    /// Added latency (network traversals, policy RPCs), ns, for the request and its response
+    /// together: the engine adds it once, on the way in.
     pub latency_ns: u64,
 }
 
