@@ -61,9 +61,20 @@ proptest! {
         seed in any::<u64>(),
         mem_req in prop::collection::vec(64u64..3_000, 4),
         container_concurrency in 0u32..3,
+        knobs in (6u32..30, 1u32..6, 1u64..5, 0u32..20, -1i32..300, 0u32..40, any::<bool>()),
     ) {
+        let (stable_s, panic_s, tick_s, grace_s, tbc, jitter, bin_pack) = knobs;
         let mut cfg = small_cfg(workers, cores, memory_gib, timeout_s);
         cfg.knative.container_concurrency = container_concurrency;
+        cfg.knative.stable_window_s = stable_s;
+        cfg.knative.panic_window_s = panic_s;
+        cfg.knative.tick_ms = tick_s * 1000;
+        cfg.knative.scale_to_zero_grace_s = grace_s;
+        cfg.knative.target_burst_capacity = tbc;
+        cfg.kubernetes.pod_start.jitter_pct = jitter;
+        if bin_pack {
+            cfg.kubernetes.scheduler = meshsim_models::SchedulerKind::MostAllocated;
+        }
         prop_assume!(cfg.validate().is_ok());
         let specs: Vec<FunctionSpec> = (0..functions)
             .map(|i| FunctionSpec { memory_request_mib: mem_req[i] })
