@@ -482,6 +482,7 @@ pub struct Sidecar {
     graceful: Arc<GracefulShutdown>,
     drain_timeout: Duration,
     tasks: Vec<(bool, tokio::task::JoinHandle<()>)>,
+    log_writer: Option<Writer>,
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
@@ -754,8 +755,6 @@ impl Sidecar {
                 )),
             ));
         }
-        // Keep the access-log writer alive as long as the layers hold senders.
-        drop(log_writer);
 
         Ok(Sidecar {
             inbound: inbound_addr,
@@ -767,6 +766,7 @@ impl Sidecar {
             graceful,
             drain_timeout: Duration::from_millis(config.runtime.drain_timeout_ms),
             tasks,
+            log_writer,
         })
     }
 
@@ -796,6 +796,10 @@ impl Sidecar {
         };
         for (_, t) in admin {
             t.abort();
+        }
+        if let Some(w) = self.log_writer {
+            // Joins a thread that sleeps at most one flush interval.
+            let _ = tokio::task::spawn_blocking(move || w.finish()).await;
         }
         drained
     }
