@@ -852,19 +852,42 @@ fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid")
 }
 
+/// Measure `target` `repeats` times and keep the median run (by proxy CPU per request, or by
+/// p50 latency for the direct baseline): on a shared machine single runs are noisy.
+pub fn measure_median(
+    h: &Harness,
+    target: &Target,
+    rate_rps: u64,
+    duration: Duration,
+    repeats: usize,
+) -> Result<Measurement, BenchError> {
+    let mut runs = Vec::with_capacity(repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        runs.push(h.measure_target(target, rate_rps, duration)?);
+    }
+    runs.sort_by(|a, b| {
+        let key = |m: &Measurement| m.cpu_us_per_request.unwrap_or(m.latency_p50_us as f64);
+        key(a).total_cmp(&key(b))
+    });
+    let mid = runs.len() / 2;
+    Ok(runs.swap_remove(mid))
+}
+
 /// Run the standard comparison at `rates` and return every measurement (direct, nginx, and
-/// the sidecar with each policy set), with added latencies filled in.
+/// the sidecar with each policy set), with added latencies filled in. Each point is the median
+/// of `repeats` runs.
 pub fn run_suite(
     h: &Harness,
     rates: &[u64],
     sets: &[PolicySet],
     duration: Duration,
+    repeats: usize,
     with_nginx: bool,
     mut progress: impl FnMut(&Measurement),
 ) -> Result<Vec<Measurement>, BenchError> {
     let mut out = Vec::new();
     for &rate in rates {
-        let direct = h.measure_target(&Target::Direct, rate, duration)?;
+        let direct = measure_median(h, &Target::Direct, rate, duration, repeats)?;
         progress(&direct);
         let mut targets: Vec<Target> = Vec::new();
         if with_nginx {
@@ -873,7 +896,7 @@ pub fn run_suite(
         targets.extend(sets.iter().cloned().map(Target::Sidecar));
         let mut row = vec![direct.clone()];
         for t in targets {
-            let mut m = h.measure_target(&t, rate, duration)?;
+            let mut m = measure_median(h, &t, rate, duration, repeats)?;
             m.set_added(&direct);
             progress(&m);
             row.push(m);

@@ -29,6 +29,9 @@ enum Cmd {
         /// Measured seconds per point (after a 1 s warm-up).
         #[arg(long, default_value_t = 5.0)]
         duration_s: f64,
+        /// Runs per point; the median (by proxy CPU per request) is reported.
+        #[arg(long, default_value_t = 1)]
+        repeats: usize,
         /// Only these policy sets (pass-through, all-nine, or policy names); default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
@@ -55,10 +58,18 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench {
             rates,
             duration_s,
+            repeats,
             only,
             no_nginx,
             calibration_out,
-        } => bench(&rates, duration_s, &only, !no_nginx, calibration_out),
+        } => bench(
+            &rates,
+            duration_s,
+            repeats,
+            &only,
+            !no_nginx,
+            calibration_out,
+        ),
         Cmd::Check { config } => {
             let c = meshsim_sidecar::config::Config::load(&config)?;
             print!("{}", c.to_toml());
@@ -118,6 +129,7 @@ fn serve(path: PathBuf, t0: std::time::Instant) -> anyhow::Result<()> {
 fn bench(
     rates: &[u64],
     duration_s: f64,
+    repeats: usize,
     only: &[String],
     with_nginx: bool,
     calibration_out: Option<PathBuf>,
@@ -125,6 +137,9 @@ fn bench(
     use meshsim_sidecar::bench::{Harness, Options, PolicySet, run_suite, table};
     if !(0.5..=600.0).contains(&duration_s) {
         anyhow::bail!("--duration-s must be in 0.5..=600");
+    }
+    if !(1..=15).contains(&repeats) {
+        anyhow::bail!("--repeats must be in 1..=15");
     }
     if rates.iter().any(|r| !(1..=20_000).contains(r)) {
         anyhow::bail!("--rates must each be in 1..=20000");
@@ -138,7 +153,7 @@ fn bench(
     }
     let harness = Harness::new(Options::default()).context("setting up the bench")?;
     let duration = std::time::Duration::from_secs_f64(duration_s);
-    let ms = run_suite(&harness, rates, &sets, duration, with_nginx, |m| {
+    let ms = run_suite(&harness, rates, &sets, duration, repeats, with_nginx, |m| {
         eprintln!(
             "{:>5} rps {:<16} cpu/req {:>7} us  p50 {:>6} us  p99 {:>7} us  ok {}/{} {:?}",
             m.rate_rps,
@@ -166,7 +181,7 @@ fn bench(
             ),
             machine: MachineInfo::current(),
             method: format!(
-                "meshsim-sidecar bench: open-loop HTTP/1.1 keep-alive load on loopback, {duration_s} s per point after 1 s warm-up, 1 proxy worker thread"
+                "meshsim-sidecar bench: open-loop HTTP/1.1 keep-alive load on loopback, {duration_s} s per point after 1 s warm-up, median of {repeats} run(s), 1 proxy worker thread"
             ),
             reference: with_nginx
                 .then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
