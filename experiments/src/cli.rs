@@ -3,6 +3,7 @@
 use crate::bench::{self, BenchArgs};
 use crate::coldstart_cmd::{self, ColdStartArgs};
 use crate::replay::{self, ReplayArgs};
+use crate::sweep::{self, MergeArgs, SweepArgs};
 use crate::trace_cmd::{self, TraceCommand};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +29,11 @@ pub enum Command {
     /// The cold-start microbenchmark: distinct functions each invoked once at fixed cold-start
     /// rates; latency p50/p99 and achieved throughput vs rate (table + figure).
     Coldstart(ColdStartArgs),
+    /// Run a grid of replays (any config field, trace, minutes, load scale, x replications) in
+    /// parallel into one tidy Parquet table; resumable; --shard i/n for job arrays.
+    Sweep(SweepArgs),
+    /// Join the outputs of sharded sweeps into one table.
+    Merge(MergeArgs),
     /// Measure the simulator's speed: wall time and events/s on the bundled traces (and with
     /// --large a 1.7M-invocation synthetic trace on 100 workers, with peak RSS).
     Bench(BenchArgs),
@@ -52,6 +58,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Replay(a) => replay::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Merge(a) => sweep::merge(a),
         Command::Coldstart(a) => coldstart_cmd::run(a),
         Command::Trace(cmd) => trace_cmd::run(cmd),
     }

@@ -11,6 +11,7 @@ pub mod figures;
 pub mod output;
 pub mod progress;
 pub mod replay;
+pub mod sweep;
 pub mod trace_cmd;
 
 /// `println!` for command output that ends the process quietly when stdout is closed (for

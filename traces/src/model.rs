@@ -176,6 +176,38 @@ impl Trace {
         Ok(t)
     }
 
+    /// Scales every per-minute count by `factor` (a load multiplier for sweeps). Rounding carries
+    /// the fractional remainder from minute to minute within each function, so a function's total
+    /// is its original total times `factor`, rounded, and no randomness is involved.
+    pub fn scaled(&self, factor: f64) -> Trace {
+        let functions = self
+            .functions
+            .iter()
+            .map(|f| {
+                let mut carry = 0.0;
+                let per_minute = f
+                    .per_minute
+                    .iter()
+                    .map(|&c| {
+                        let want = f64::from(c) * factor + carry;
+                        let n = want.round().max(0.0);
+                        carry = want - n;
+                        n.min(f64::from(u32::MAX)) as u32
+                    })
+                    .collect();
+                Function {
+                    per_minute,
+                    ..f.clone()
+                }
+            })
+            .collect();
+        Trace {
+            source: format!("{} x{factor}", self.source),
+            functions,
+            ..self.clone()
+        }
+    }
+
     /// Keeps only the functions at the given indices (in the given order).
     pub fn subset(&self, indices: &[usize]) -> Trace {
         Trace {

@@ -148,3 +148,19 @@ fn synthetic_parameters_are_validated() {
         .is_err()
     );
 }
+
+#[test]
+fn scaling_keeps_totals_proportional() {
+    let t = read_dir(&data("100")).unwrap().window(30).unwrap();
+    let half = t.scaled(0.5);
+    for (a, b) in t.functions.iter().zip(&half.functions) {
+        let want = a.invocations() as f64 * 0.5;
+        assert!(
+            (b.invocations() as f64 - want).abs() <= 1.0,
+            "{} vs {want}",
+            b.invocations()
+        );
+    }
+    assert_eq!(t.scaled(2.0).invocations(), 2 * t.invocations());
+    assert_eq!(t.scaled(1.0).functions, t.functions);
+}

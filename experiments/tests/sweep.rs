@@ -1,0 +1,170 @@
+//! `meshsim sweep` / `meshsim merge`: sharded + merged equals unsharded; resume skips finished
+//! points; a bad axis is an error naming it.
+
+use std::path::Path;
+use std::process::Command;
+
+fn meshsim(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_meshsim"))
+        .env("CI", "1")
+        .args(args)
+        .output()
+        .expect("run meshsim")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = meshsim(args);
+    assert!(
+        o.status.success(),
+        "meshsim {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn grid(dir: &Path, axes: &str) -> String {
+    let p = dir.join("grid.toml");
+    std::fs::write(
+        &p,
+        format!("name = \"t\"\ntrace = \"embedded:azure-100\"\nminutes = 4\nseed = 5\nreplications = 2\n[axes]\n{axes}\n"),
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+fn frame(path: &Path) -> polars::prelude::DataFrame {
+    use polars::prelude::SerReader as _;
+    polars::prelude::ParquetReader::new(std::fs::File::open(path).unwrap())
+        .finish()
+        .unwrap()
+}
+
+#[test]
+fn sharded_then_merged_equals_unsharded() {
+    let d = tempfile::tempdir().unwrap();
+    let g = grid(
+        d.path(),
+        "\"cluster.workers\" = [2, 4, 8]\n\"cluster.cores_per_node\" = [2, 4, 10]",
+    );
+    let whole = d.path().join("whole");
+    ok(&["sweep", "--grid", &g, "--out", whole.to_str().unwrap()]);
+    let mut shards = Vec::new();
+    for i in 0..3 {
+        let s = d.path().join(format!("shard{i}"));
+        let out = ok(&[
+            "sweep",
+            "--grid",
+            &g,
+            "--out",
+            s.to_str().unwrap(),
+            "--shard",
+            &format!("{i}/3"),
+        ]);
+        assert!(out.contains("6 points in shard"), "{out}");
+        shards.push(s.display().to_string());
+    }
+    let merged = d.path().join("merged.parquet");
+    let mut args = vec!["merge", "--out", merged.to_str().unwrap()];
+    args.extend(shards.iter().map(String::as_str));
+    ok(&args);
+    let a = frame(&whole.join("sweep.parquet"));
+    let b = frame(&merged);
+    assert_eq!(a.height(), b.height());
+    assert!(
+        a.equals_missing(&b),
+        "merged shards differ from the unsharded sweep:\n{a}\n{b}"
+    );
+    // 3 x 3 x 2 = 18 runs, each with the same metric set.
+    let points = a.column("point").unwrap().n_unique().unwrap();
+    assert_eq!(points, 18);
+    let names: Vec<String> = a.get_column_names().iter().map(|s| s.to_string()).collect();
+    for c in [
+        "sweep",
+        "point",
+        "point_id",
+        "replication",
+        "seed",
+        "cluster.workers",
+        "cluster.cores_per_node",
+        "metric",
+        "value",
+    ] {
+        assert!(
+            names.iter().any(|n| n == c),
+            "missing column {c} in {names:?}"
+        );
+    }
+}
+
+#[test]
+fn resume_skips_finished_points_and_bad_axes_are_named() {
+    let d = tempfile::tempdir().unwrap();
+    let g = grid(d.path(), "load_scale = [0.5, 1.0]");
+    let out = d.path().join("o");
+    ok(&["sweep", "--grid", &g, "--out", out.to_str().unwrap()]);
+    let first = frame(&out.join("sweep.parquet"));
+    // Lose one point (as if interrupted before it finished), then resume.
+    let points: Vec<_> = std::fs::read_dir(out.join("points"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(points.len(), 4);
+    std::fs::remove_file(&points[0]).unwrap();
+    let msg = ok(&["sweep", "--grid", &g, "--out", out.to_str().unwrap()]);
+    assert!(msg.contains("(3 already done)"), "{msg}");
+    assert!(first.equals_missing(&frame(&out.join("sweep.parquet"))));
+
+    let bad = grid(d.path(), "\"cluster.wrokers\" = [1]");
+    let o = meshsim(&[
+        "sweep",
+        "--grid",
+        &bad,
+        "--out",
+        d.path().join("b").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("wrokers"), "{err}");
+    let bad = grid(d.path(), "\"cluster.workers\" = [0]");
+    let o = meshsim(&[
+        "sweep",
+        "--grid",
+        &bad,
+        "--out",
+        d.path().join("b").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("workers"));
+}
+
+#[test]
+fn the_slurm_example_runs_as_a_job_array() {
+    // Run the shipped batch script the way Slurm would (one process per array task).
+    let d = tempfile::tempdir().unwrap();
+    let g = grid(d.path(), "\"cluster.workers\" = [3, 6]");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sweep/slurm.sbatch");
+    let out = d.path().join("res");
+    for task in 0..2 {
+        let o = Command::new("bash")
+            .arg(&script)
+            .args([&g, out.to_str().unwrap()])
+            .env("MESHSIM", env!("CARGO_BIN_EXE_meshsim"))
+            .env("SLURM_ARRAY_TASK_ID", task.to_string())
+            .env("SLURM_ARRAY_TASK_COUNT", "2")
+            .env("SLURM_CPUS_PER_TASK", "1")
+            .env("CI", "1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let merged = d.path().join("m.parquet");
+    ok(&[
+        "merge",
+        "--out",
+        merged.to_str().unwrap(),
+        out.join("shard-0").to_str().unwrap(),
+        out.join("shard-1").to_str().unwrap(),
+    ]);
+    let whole = d.path().join("whole");
+    ok(&["sweep", "--grid", &g, "--out", whole.to_str().unwrap()]);
+    assert!(frame(&whole.join("sweep.parquet")).equals_missing(&frame(&merged)));
+}
