@@ -200,7 +200,9 @@ pub struct Limits {
     /// Maximum number of request headers; beyond it: 431.
     #[serde(default = "d_headers")]
     pub max_headers: usize,
-    /// Time allowed to receive a complete request head (slowloris defence).
+    /// Time allowed to receive a complete request head (slowloris defence). hyper starts this
+    /// timer whenever it waits for a head, so it also closes HTTP/1 keep-alive connections
+    /// idle for longer.
     #[serde(default = "d_header_timeout")]
     pub header_read_timeout_ms: u64,
     /// Maximum request body; beyond it: 413.
@@ -209,9 +211,6 @@ pub struct Limits {
     /// Overall time for one request through the proxy, upstream included; beyond it: 504.
     #[serde(default = "d_request_timeout")]
     pub request_timeout_ms: u64,
-    /// Idle keep-alive connections from clients are closed after this.
-    #[serde(default = "d_idle")]
-    pub idle_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -222,7 +221,6 @@ impl Default for Limits {
             header_read_timeout_ms: d_header_timeout(),
             max_body_bytes: d_body(),
             request_timeout_ms: d_request_timeout(),
-            idle_timeout_ms: d_idle(),
         }
     }
 }
@@ -241,9 +239,6 @@ fn d_body() -> usize {
 }
 fn d_request_timeout() -> u64 {
     15_000
-}
-fn d_idle() -> u64 {
-    60_000
 }
 
 /// Upstream connection pool.
@@ -677,7 +672,6 @@ impl Config {
             10,
             3_600_000,
         )?;
-        check_range("limits.idle_timeout_ms", l.idle_timeout_ms, 10, 3_600_000)?;
         check_range(
             "upstream.connect_timeout_ms",
             self.upstream.connect_timeout_ms,
@@ -948,6 +942,16 @@ upstream = ["127.0.0.1:8080"]
             err.to_string().contains("policies.ports.upstream_ports"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let c = Config::load(&path).expect("example config is valid");
+        let p = &c.policies;
+        assert!(p.mtls.is_some() && p.ports.is_some() && p.jwt.is_some() && p.authz.is_some());
+        assert!(p.rate_limit.is_some() && p.tracing.is_some() && p.access_log.is_some());
+        assert!(p.retry.is_some() && p.circuit_breaker.is_some());
     }
 
     #[test]
