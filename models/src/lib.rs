@@ -25,6 +25,14 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub mod calibration;
+pub mod mesh;
+pub mod xds_sizes;
+
+pub use calibration::{CalibrationFile, PolicyCosts};
+pub use mesh::{MeshProfile, MeshSelection};
+pub use xds_sizes::XdsSizes;
+
 /// The config schema version this crate reads and writes.
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -55,6 +63,25 @@ pub enum ConfigError {
         value: String,
         allowed: String,
     },
+    /// A field holds an invalid value (a name not in a list, an inconsistent entry, ...).
+    #[error("{file}: `{field}` = {value} is invalid: allowed {allowed}")]
+    Invalid {
+        file: String,
+        field: String,
+        value: String,
+        allowed: String,
+    },
+}
+
+/// A TOML parse error as a [`ConfigError::Parse`] with line and column.
+pub(crate) fn parse_error(text: &str, file: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+    ConfigError::Parse {
+        file: file.to_owned(),
+        line,
+        column,
+        message: e.message().to_owned(),
+    }
 }
 
 /// How invocations are spread inside a trace minute (mirrors `meshsim_traces::ArrivalProcess`,
@@ -102,6 +129,9 @@ pub struct SimConfig {
     /// Arrival process inside each trace minute (InVitro default: exponential).
     #[serde(default)]
     pub arrivals: ArrivalProcess,
+    /// The service mesh (`[mesh]`: a built-in profile and overrides; default `none`).
+    #[serde(default)]
+    pub mesh: MeshSelection,
 }
 
 impl Default for SimConfig {
@@ -112,6 +142,7 @@ impl Default for SimConfig {
             kubernetes: KubernetesConfig::default(),
             knative: KnativeConfig::default(),
             arrivals: ArrivalProcess::default(),
+            mesh: MeshSelection::default(),
         }
     }
 }
@@ -394,12 +425,12 @@ impl KnativeConfig {
 }
 
 /// Collects range checks with the file name for the messages.
-struct Check<'a> {
-    file: &'a str,
+pub(crate) struct Check<'a> {
+    pub(crate) file: &'a str,
 }
 
 impl Check<'_> {
-    fn range<T: PartialOrd + fmt::Display + Copy>(
+    pub(crate) fn range<T: PartialOrd + fmt::Display + Copy>(
         &self,
         field: &'static str,
         value: T,
@@ -418,7 +449,13 @@ impl Check<'_> {
         }
     }
 
-    fn finite(&self, field: &'static str, value: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
+    pub(crate) fn finite(
+        &self,
+        field: &'static str,
+        value: f64,
+        lo: f64,
+        hi: f64,
+    ) -> Result<(), ConfigError> {
         if value.is_finite() {
             self.range(field, value, lo, hi)
         } else {
@@ -435,15 +472,7 @@ impl Check<'_> {
 impl SimConfig {
     /// Parses TOML text (`file_name` is used in error messages) and validates the result.
     pub fn from_toml_str(text: &str, file_name: &str) -> Result<Self, ConfigError> {
-        let cfg: SimConfig = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            ConfigError::Parse {
-                file: file_name.to_owned(),
-                line,
-                column,
-                message: e.message().to_owned(),
-            }
-        })?;
+        let cfg: SimConfig = toml::from_str(text).map_err(|e| parse_error(text, file_name, &e))?;
         cfg.validate_in(file_name)?;
         Ok(cfg)
     }
@@ -657,6 +686,20 @@ impl SimConfig {
             0,
             65_536,
         )?;
+        self.mesh.resolve().map_err(|e| match e {
+            ConfigError::Invalid {
+                field,
+                value,
+                allowed,
+                ..
+            } => ConfigError::Invalid {
+                file: file.to_owned(),
+                field: format!("mesh ({field})"),
+                value,
+                allowed,
+            },
+            other => other,
+        })?;
         Ok(())
     }
 }

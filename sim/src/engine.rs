@@ -110,6 +110,8 @@ pub struct EngineResult {
     pub end: SimTime,
     pub pods: Option<Vec<PodRecord>>,
     pub autoscaler: Option<Vec<AutoscalerRecord>>,
+    /// The mesh's per-transaction xDS records, when it keeps them.
+    pub xds_transactions: Option<Vec<crate::mesh::XdsTransaction>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -764,7 +766,9 @@ impl Simulation {
             pod,
             pod_in_flight: pod.map_or(0, |p| self.pods[p as usize].in_flight),
         };
-        let (hop, fail) = match self.mesh.hop(&ctx) {
+        let decision = self.mesh.hop(&ctx);
+        self.drain_mesh_actions();
+        let (hop, fail) = match decision {
             HopDecision::Pass => return n,
             HopDecision::Through(h) => (h, None),
             HopDecision::Reject { hop, reason } => (hop, Some(reason)),
@@ -796,6 +800,23 @@ impl Simulation {
                 MeshCall::CpuDone(token) => self.mesh.on_cpu_done(&mut ctx, token),
             }
         }
+        self.mesh_actions = actions;
+        self.run_mesh_actions();
+    }
+
+    /// Carries out actions the model queued outside a callback.
+    fn drain_mesh_actions(&mut self) {
+        let mut actions = std::mem::take(&mut self.mesh_actions);
+        self.mesh.take_actions(&mut actions);
+        self.mesh_actions = actions;
+        if !self.mesh_actions.is_empty() {
+            self.run_mesh_actions();
+        }
+    }
+
+    fn run_mesh_actions(&mut self) {
+        let workers = self.cfg.cluster.workers;
+        let mut actions = std::mem::take(&mut self.mesh_actions);
         for a in actions.drain(..) {
             match a {
                 MeshAction::Timer { delay_ns, token } => self.at(delay_ns, Ev::Mesh { token }),
@@ -1055,6 +1076,7 @@ impl Simulation {
             (r.pod != NO_POD).then_some(r.pod),
             rec.failure,
         );
+        self.drain_mesh_actions();
         self.collector.record(&rec);
         if let Some(v) = &mut self.records {
             v.push(rec);
@@ -1139,7 +1161,11 @@ impl Simulation {
     }
 
     fn start_write(&mut self) {
-        let (s, cpu) = (self.cp.service_ns, self.cp.cpu_ns_per_write);
+        let extra = self
+            .cp
+            .head()
+            .map_or(0, |w| self.mesh.api_write_extra_ns(w.write));
+        let (s, cpu) = (self.cp.service_ns + extra, self.cp.cpu_ns_per_write);
         let now = self.now;
         self.nodes[0]
             .series
@@ -1413,6 +1439,11 @@ impl Simulation {
                             self.submit(ApiWrite::MeshContainer, WriteOwner::Nobody);
                         }
                         if c.kind == ContainerKind::Sidecar {
+                            self.mesh_call(MeshCall::Event(ClusterEvent::SidecarStarted {
+                                pod,
+                                revision: rev,
+                                node,
+                            }));
                             f64::from(c.rss_mib)
                         } else {
                             0.0
@@ -1650,6 +1681,7 @@ impl Simulation {
             end: SimTime(end),
             pods: self.pod_log,
             autoscaler: self.as_log,
+            xds_transactions: self.mesh.take_xds_transactions(),
         }
     }
 }

@@ -108,6 +108,11 @@ impl ControlPlane {
         (w, self.busy)
     }
 
+    /// The write in service (or next), if any.
+    pub fn head(&self) -> Option<&WriteRequest> {
+        self.queue.front()
+    }
+
     /// Writes waiting or in service.
     pub fn backlog(&self) -> usize {
         self.queue.len()

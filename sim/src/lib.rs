@@ -77,6 +77,7 @@ pub mod hist;
 pub mod knative;
 pub mod kubernetes;
 pub mod mesh;
+pub mod meshmodel;
 pub mod metrics;
 pub mod queue;
 pub mod time;
@@ -129,6 +130,9 @@ pub struct RunResult {
     pub api_writes: u64,
     /// Simulated time at the end of the run.
     pub end: SimTime,
+    /// One record per xDS transaction (time, receiver, type, bytes) when asked for
+    /// ([`meshmodel::MeshInputs::record_xds`]); `None` otherwise.
+    pub xds_transactions: Option<Vec<mesh::XdsTransaction>>,
 }
 
 /// The functions of a trace as the engine needs them: the memory request of function `i` is
@@ -223,5 +227,54 @@ pub fn run_with_mesh(
         pods_started: r.pods_started,
         api_writes: r.api_writes,
         end: r.end,
+        xds_transactions: r.xds_transactions,
     })
+}
+
+/// The mesh model of `profile` for `trace` (its function count) under `cfg`.
+pub fn mesh_model(
+    trace: &Trace,
+    cfg: &SimConfig,
+    profile: &meshsim_models::MeshProfile,
+    inputs: meshmodel::MeshInputs<'_>,
+    opts: &RunOptions,
+) -> Result<Box<dyn mesh::SidecarModel>, SimError> {
+    if profile.data_plane.kind == meshsim_models::mesh::DataPlaneKind::None {
+        return Ok(Box::new(mesh::NoMesh));
+    }
+    Ok(Box::new(meshmodel::MeshModel::new(
+        profile,
+        cfg,
+        trace.functions.len(),
+        inputs,
+        opts.seed,
+        opts.replication,
+    )?))
+}
+
+/// Replays `trace` with the mesh `profile` (the scenario is named after it). `inputs` carries
+/// the calibration file, the xDS size table and whether to keep per-transaction xDS records.
+pub fn run_profile(
+    trace: Arc<Trace>,
+    cfg: &SimConfig,
+    profile: &meshsim_models::MeshProfile,
+    inputs: meshmodel::MeshInputs<'_>,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RunResult, SimError> {
+    let mesh = mesh_model(&trace, cfg, profile, inputs, opts)?;
+    run_with_mesh(trace, cfg, opts, mesh, progress)
+}
+
+/// Replays `trace` with the mesh selected by the config itself (`cfg.mesh`: profile name,
+/// policy and scope overrides), so a sweep can set `mesh.profile = "istio"`.
+pub fn run_configured(
+    trace: Arc<Trace>,
+    cfg: &SimConfig,
+    inputs: meshmodel::MeshInputs<'_>,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RunResult, SimError> {
+    let profile = cfg.mesh.resolve()?;
+    run_profile(trace, cfg, &profile, inputs, opts, progress)
 }

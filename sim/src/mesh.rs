@@ -128,6 +128,64 @@ pub enum ClusterEvent {
     EndpointRemoved { pod: u32, revision: u32 },
     /// The pod was deleted.
     PodDeleted { pod: u32, revision: u32 },
+    /// An injected sidecar container of the pod has started (its proxy opens its xDS stream).
+    SidecarStarted { pod: u32, revision: u32, node: u16 },
+}
+
+/// The xDS resource type of a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdsType {
+    Cds,
+    Eds,
+    Lds,
+    Rds,
+}
+
+impl XdsType {
+    pub const ALL: [XdsType; 4] = [XdsType::Cds, XdsType::Eds, XdsType::Lds, XdsType::Rds];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdsType::Cds => "cds",
+            XdsType::Eds => "eds",
+            XdsType::Lds => "lds",
+            XdsType::Rds => "rds",
+        }
+    }
+}
+
+/// What kind of proxy received (or acknowledged) an xDS transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyKind {
+    /// The ingress gateway.
+    Gateway,
+    /// The activator's sidecar.
+    Activator,
+    /// A function pod's sidecar.
+    Sidecar,
+    /// A per-node L4 proxy (ambient ztunnel).
+    NodeProxy,
+    /// A per-namespace L7 waypoint (ambient).
+    Waypoint,
+}
+
+/// One xDS transaction: a response from the control plane or a proxy's ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct XdsTransaction {
+    /// Simulated time it was sent, ns.
+    pub time_ns: u64,
+    /// Receiving (for an ACK: sending) proxy's id, unique within the run.
+    pub proxy: u32,
+    pub proxy_kind: ProxyKind,
+    /// Node of that proxy.
+    pub node: u16,
+    pub xds_type: XdsType,
+    /// `false` for a response (control plane -> proxy), `true` for an ACK.
+    pub ack: bool,
+    /// Encoded bytes on the wire.
+    pub bytes: u64,
 }
 
 /// Work the mesh model asks the engine to do for it.
@@ -202,6 +260,18 @@ pub trait SidecarModel: fmt::Debug {
     fn endpoint_visible(&mut self, now: SimTime, pod: u32) -> bool;
     /// xDS traffic so far.
     fn xds(&self) -> XdsSummary;
+    /// Actions the model queued outside a [`MeshCtx`] callback (during [`SidecarModel::hop`] or
+    /// [`SidecarModel::on_request_finished`]); the engine drains them right after those calls.
+    fn take_actions(&mut self, _out: &mut Vec<MeshAction>) {}
+    /// Extra control-plane service time of one API write (e.g. an admission webhook on pod
+    /// creation), ns.
+    fn api_write_extra_ns(&self, _write: crate::kubernetes::ApiWrite) -> u64 {
+        0
+    }
+    /// The per-transaction xDS records, when the model keeps them (called once, at the end).
+    fn take_xds_transactions(&mut self) -> Option<Vec<XdsTransaction>> {
+        None
+    }
 }
 
 /// No mesh.

@@ -1,0 +1,367 @@
+//! Calibration files: what the reference sidecar (the `sidecar` crate) costs per request for
+//! each policy set, measured on a real machine by its `bench` subcommand (issue 8's
+//! `meshsim calibrate`). The serde shape is identical to the sidecar's own
+//! `sidecar::calibration::CalibrationFile`, so that crate can re-export this type; this module
+//! does no I/O (a caller reads the file and passes its text).
+//!
+//! The shipped file `models/calibration/reference-2core.toml` was made on a 2-core machine
+//! with `meshsim-sidecar bench --rates 500,1000,2000 --duration-s 5 --calibration-out ...`;
+//! [`CalibrationFile::reference`] embeds it.
+//!
+//! [`PolicyCosts`] turns the measured entries into an additive cost model at one rate: a
+//! pass-through cost, a base cost for activating the policy pipeline (paid once when any policy
+//! is on) and a marginal cost per policy, identified from the measurements themselves: with
+//! `d_p` = (policy `p` alone) - (pass-through) = base + m_p for each of the `n` policies and
+//! `D` = (all n) - (pass-through) = base + sum m_p, `base = (sum d_p - D) / (n - 1)` (clamped
+//! to `[0, min d_p]`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ConfigError;
+
+/// Schema version of [`CalibrationFile`].
+pub const CALIBRATION_SCHEMA: u32 = 1;
+
+/// The nine policies of the paper's Table 1, by the names the calibration file uses.
+pub const POLICIES: [&str; 9] = [
+    "jwt",
+    "ports",
+    "authz",
+    "rate_limit",
+    "tracing",
+    "access_log",
+    "mtls",
+    "retry",
+    "circuit_breaker",
+];
+
+/// The policy set of the proxy without any policy.
+pub const PASS_THROUGH: &str = "pass-through";
+/// The policy set with all nine policies on.
+pub const ALL_NINE: &str = "all-nine";
+
+/// One calibration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationFile {
+    /// [`CALIBRATION_SCHEMA`].
+    pub schema: u32,
+    /// When it was measured (RFC 3339, UTC).
+    pub measured_at: String,
+    /// Where it was measured.
+    pub machine: MachineInfo,
+    /// How it was measured (load generator, durations), free text.
+    pub method: String,
+    /// Reference proxy, e.g. `nginx 1.22.1` (ratios are relative to it).
+    pub reference: Option<String>,
+    /// One entry per (policy set, rate).
+    pub entries: Vec<PolicyCost>,
+}
+
+/// Machine description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineInfo {
+    /// Logical CPUs.
+    pub cores: usize,
+    /// CPU model name from `/proc/cpuinfo`.
+    pub cpu_model: String,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+/// Measured cost of one policy set at one rate, per request and per hop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyCost {
+    /// `pass-through`, a policy name (`mtls`, `jwt`, ...), `all-nine`, or `nginx`.
+    pub policy_set: String,
+    /// Offered load, requests per second.
+    pub rate_rps: u64,
+    /// Proxy CPU time per request, microseconds.
+    pub cpu_us_per_request: f64,
+    /// Added p50 latency vs a direct call, microseconds.
+    pub added_latency_p50_us: f64,
+    /// Added p99 latency vs a direct call, microseconds.
+    pub added_latency_p99_us: f64,
+    /// Proxy resident memory, KiB.
+    pub rss_kib: u64,
+    /// Process start to first served request, milliseconds.
+    pub startup_ms: f64,
+    /// Fraction of requests that failed during the measurement.
+    pub error_rate: f64,
+}
+
+impl CalibrationFile {
+    /// The shipped reference file (`models/calibration/reference-2core.toml`).
+    pub fn reference() -> Self {
+        Self::from_toml_str(
+            include_str!("../calibration/reference-2core.toml"),
+            "models/calibration/reference-2core.toml",
+        )
+        .expect("the shipped calibration file is valid (tested)")
+    }
+
+    /// Parses and validates a file's text; `file` names it in errors.
+    pub fn from_toml_str(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let f: CalibrationFile =
+            toml::from_str(text).map_err(|e| crate::parse_error(text, file, &e))?;
+        f.validate_in(file)?;
+        Ok(f)
+    }
+
+    /// Serialises to TOML.
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# not serialisable: {e}"))
+    }
+
+    /// Checks the schema version and every entry's ranges; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_in("<calibration>")
+    }
+
+    fn validate_in(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |field: String, value: String, allowed: &str| ConfigError::Invalid {
+            file: file.to_owned(),
+            field,
+            value,
+            allowed: allowed.to_owned(),
+        };
+        if self.schema != CALIBRATION_SCHEMA {
+            return Err(ConfigError::Version {
+                file: file.to_owned(),
+                found: self.schema,
+                expected: CALIBRATION_SCHEMA,
+            });
+        }
+        if self.entries.is_empty() {
+            return Err(bad("entries".into(), "[]".into(), "at least one entry"));
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            let f = |name: &str| format!("entries[{i}].{name}");
+            if e.policy_set.trim().is_empty() {
+                return Err(bad(f("policy_set"), "\"\"".into(), "a policy set name"));
+            }
+            if e.rate_rps == 0 {
+                return Err(bad(f("rate_rps"), "0".into(), ">= 1"));
+            }
+            // Added latencies are differences of two measured percentiles and may be negative
+            // within the noise; the cost model clamps them.
+            for (name, v) in [
+                ("added_latency_p50_us", e.added_latency_p50_us),
+                ("added_latency_p99_us", e.added_latency_p99_us),
+            ] {
+                if !v.is_finite() {
+                    return Err(bad(f(name), v.to_string(), "a finite number"));
+                }
+            }
+            for (name, v) in [
+                ("cpu_us_per_request", e.cpu_us_per_request),
+                ("startup_ms", e.startup_ms),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(bad(f(name), v.to_string(), "a finite number >= 0"));
+                }
+            }
+            if !(e.error_rate.is_finite() && (0.0..=1.0).contains(&e.error_rate)) {
+                return Err(bad(f("error_rate"), e.error_rate.to_string(), "0 ..= 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry of `policy_set` measured at the rate closest to `rate_rps` (ties: the lower
+    /// rate).
+    pub fn entry(&self, policy_set: &str, rate_rps: u64) -> Option<&PolicyCost> {
+        self.entries
+            .iter()
+            .filter(|e| e.policy_set == policy_set)
+            .min_by_key(|e| (e.rate_rps.abs_diff(rate_rps), e.rate_rps))
+    }
+
+    /// The additive per-policy cost model at `rate_rps` (see the module docs). Needs the
+    /// `pass-through` and `all-nine` entries and one entry per policy of [`POLICIES`].
+    pub fn policy_costs(&self, rate_rps: u64) -> Result<PolicyCosts, ConfigError> {
+        let need = |set: &str| {
+            self.entry(set, rate_rps)
+                .ok_or_else(|| ConfigError::Invalid {
+                    file: "<calibration>".into(),
+                    field: "entries".into(),
+                    value: format!("no `{set}` entry"),
+                    allowed: "entries for pass-through, all-nine and each of the nine policies"
+                        .into(),
+                })
+        };
+        let pt = need(PASS_THROUGH)?;
+        let all = need(ALL_NINE)?;
+        let mut alone = Vec::with_capacity(POLICIES.len());
+        for p in POLICIES {
+            alone.push(need(p)?);
+        }
+        let split = |get: &dyn Fn(&PolicyCost) -> f64| -> (f64, f64, [f64; 9]) {
+            let base_v = get(pt);
+            let d: Vec<f64> = alone.iter().map(|e| (get(e) - base_v).max(0.0)).collect();
+            let d_all = (get(all) - base_v).max(0.0);
+            let sum: f64 = d.iter().sum();
+            let min_d = d.iter().copied().fold(f64::INFINITY, f64::min);
+            let act = ((sum - d_all) / (POLICIES.len() as f64 - 1.0)).clamp(0.0, min_d);
+            let mut m = [0.0; 9];
+            for (slot, di) in m.iter_mut().zip(&d) {
+                *slot = di - act;
+            }
+            (base_v, act, m)
+        };
+        let (cpu_pt, cpu_base, cpu_m) = split(&|e| e.cpu_us_per_request);
+        let (lat_pt, lat_base, lat_m) = split(&|e| e.added_latency_p50_us);
+        let (p99_pt, p99_base, p99_m) = split(&|e| e.added_latency_p99_us);
+        Ok(PolicyCosts {
+            rate_rps: pt.rate_rps,
+            cpu: CostSplit {
+                pass_through: cpu_pt,
+                activation: cpu_base,
+                marginal: cpu_m,
+            },
+            latency_p50: CostSplit {
+                pass_through: lat_pt,
+                activation: lat_base,
+                marginal: lat_m,
+            },
+            latency_p99: CostSplit {
+                pass_through: p99_pt,
+                activation: p99_base,
+                marginal: p99_m,
+            },
+            rss_kib: pt.rss_kib,
+            startup_ms: pt.startup_ms,
+        })
+    }
+}
+
+/// One quantity split into pass-through, pipeline activation and per-policy marginal parts,
+/// microseconds (indexed like [`POLICIES`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostSplit {
+    pub pass_through: f64,
+    pub activation: f64,
+    pub marginal: [f64; 9],
+}
+
+impl CostSplit {
+    /// Cost of a policy set given as a bit mask over [`POLICIES`] (bit i = `POLICIES[i]`).
+    pub fn of(&self, mask: u16) -> f64 {
+        if mask == 0 {
+            return self.pass_through;
+        }
+        let m: f64 = (0..9)
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| self.marginal[i])
+            .sum();
+        self.pass_through + self.activation + m
+    }
+}
+
+/// The additive cost model of the reference sidecar at one measured rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PolicyCosts {
+    /// The rate the entries were measured at.
+    pub rate_rps: u64,
+    /// CPU per request, µs.
+    pub cpu: CostSplit,
+    /// Added p50 latency, µs (includes the proxy's own CPU time on an idle machine).
+    pub latency_p50: CostSplit,
+    /// Added p99 latency, µs.
+    pub latency_p99: CostSplit,
+    /// Pass-through resident memory, KiB.
+    pub rss_kib: u64,
+    /// Pass-through start-up time, ms.
+    pub startup_ms: f64,
+}
+
+/// Index of a policy name in [`POLICIES`].
+pub fn policy_index(name: &str) -> Option<usize> {
+    POLICIES.iter().position(|p| *p == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(set: &str, cpu: f64, lat: f64) -> PolicyCost {
+        PolicyCost {
+            policy_set: set.into(),
+            rate_rps: 1000,
+            cpu_us_per_request: cpu,
+            added_latency_p50_us: lat,
+            added_latency_p99_us: 2.0 * lat,
+            rss_kib: 9000,
+            startup_ms: 3.0,
+            error_rate: 0.0,
+        }
+    }
+
+    fn file(entries: Vec<PolicyCost>) -> CalibrationFile {
+        CalibrationFile {
+            schema: CALIBRATION_SCHEMA,
+            measured_at: "2026-11-25T00:00:00Z".into(),
+            machine: MachineInfo {
+                cores: 2,
+                cpu_model: "test".into(),
+                kernel: "6".into(),
+            },
+            method: "synthetic".into(),
+            reference: None,
+            entries,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_rejects_unknown_fields() {
+        let f = file(vec![entry("jwt", 42.5, 80.0)]);
+        let text = f.to_toml_string();
+        let back = CalibrationFile::from_toml_str(&text, "rt.toml").unwrap();
+        assert_eq!(back, f);
+        let bad = text.replace("schema = 1", "schema = 1\nbogus = 2");
+        let err = CalibrationFile::from_toml_str(&bad, "bad.toml").unwrap_err();
+        assert!(err.to_string().contains("bad.toml"), "{err}");
+    }
+
+    #[test]
+    fn invalid_entry_names_the_field() {
+        let mut f = file(vec![entry("jwt", -1.0, 80.0)]);
+        let err = CalibrationFile::from_toml_str(&f.to_toml_string(), "x.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("entries[0].cpu_us_per_request"),
+            "{err}"
+        );
+        f.entries[0].cpu_us_per_request = 1.0;
+        f.entries[0].error_rate = 2.0;
+        let err = CalibrationFile::from_toml_str(&f.to_toml_string(), "x.toml").unwrap_err();
+        assert!(err.to_string().contains("entries[0].error_rate"), "{err}");
+    }
+
+    #[test]
+    fn activation_cost_is_identified_from_alone_and_all() {
+        // pass-through 10; each policy alone 10 + 5 (activation) + (i + 1); all nine
+        // 10 + 5 + sum(i + 1) = 60.
+        let mut es = vec![entry(PASS_THROUGH, 10.0, 100.0)];
+        for (i, p) in POLICIES.iter().enumerate() {
+            es.push(entry(p, 15.0 + i as f64 + 1.0, 100.0));
+        }
+        es.push(entry(ALL_NINE, 60.0, 100.0));
+        let c = file(es).policy_costs(1000).unwrap();
+        assert!((c.cpu.activation - 5.0).abs() < 1e-9);
+        assert!((c.cpu.marginal[0] - 1.0).abs() < 1e-9);
+        assert!((c.cpu.of(0) - 10.0).abs() < 1e-9);
+        assert!((c.cpu.of(0x1ff) - 60.0).abs() < 1e-9);
+        assert!((c.cpu.of(1 << 6) - 22.0).abs() < 1e-9);
+        assert_eq!(policy_index("mtls"), Some(6));
+    }
+
+    #[test]
+    fn shipped_reference_is_complete() {
+        let f = CalibrationFile::reference();
+        for rate in [500, 1000, 2000] {
+            f.policy_costs(rate).unwrap();
+        }
+    }
+}

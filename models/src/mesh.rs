@@ -1,0 +1,652 @@
+//! Mesh profiles: what a service mesh adds to the cluster, as validated TOML
+//! (`models/profiles/mesh/<name>.toml`, embedded). A profile names no per-request costs of its
+//! own: the data plane's CPU and latency are the reference sidecar's measured costs
+//! ([`crate::calibration`]) times the profile's scale factors, each factor documented in the
+//! profile file with the published figure it was fitted to.
+//!
+//! ```
+//! use meshsim_models::mesh::MeshProfile;
+//! let p = MeshProfile::builtin("istio-policies").unwrap();
+//! assert_eq!(p.policies.len(), 9);
+//! assert!(MeshProfile::builtin("nope").is_err());
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::calibration::{POLICIES, policy_index};
+use crate::xds_sizes::Scope;
+use crate::{Check, ConfigError};
+
+/// The profile schema version.
+pub const PROFILE_VERSION: u32 = 1;
+
+/// Names of the built-in profiles, in report order.
+pub const BUILTIN_PROFILES: [&str; 7] = [
+    "none",
+    "istio",
+    "istio-policies",
+    "linkerd",
+    "linkerd-policies",
+    "ambient",
+    "lightweight",
+];
+
+fn builtin_text(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "none" => include_str!("../profiles/mesh/none.toml"),
+        "istio" => include_str!("../profiles/mesh/istio.toml"),
+        "istio-policies" => include_str!("../profiles/mesh/istio-policies.toml"),
+        "linkerd" => include_str!("../profiles/mesh/linkerd.toml"),
+        "linkerd-policies" => include_str!("../profiles/mesh/linkerd-policies.toml"),
+        "ambient" => include_str!("../profiles/mesh/ambient.toml"),
+        "lightweight" => include_str!("../profiles/mesh/lightweight.toml"),
+        _ => return None,
+    })
+}
+
+/// A mesh profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshProfile {
+    /// Schema version ([`PROFILE_VERSION`]).
+    pub version: u32,
+    /// Profile name (scenario name in results).
+    pub name: String,
+    /// One line on what it models.
+    pub description: String,
+    /// Where its parameters come from.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Enabled policies (names of [`POLICIES`]).
+    #[serde(default)]
+    pub policies: Vec<String>,
+    pub data_plane: DataPlane,
+    #[serde(default)]
+    pub pod: PodInjection,
+    pub control_plane: ControlPlane,
+    #[serde(default)]
+    pub policy: PolicyParams,
+}
+
+/// Where the proxies are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataPlaneKind {
+    /// No mesh.
+    #[default]
+    None,
+    /// A proxy in every pod (and in the activator's pod).
+    Sidecar,
+    /// Per-node L4 proxy (ztunnel) plus an L7 waypoint per namespace (Istio ambient).
+    Ambient,
+    /// A fresh sandbox per request runs the policy chain (the paper's proposal).
+    Sandbox,
+}
+
+/// The data plane: per-request costs relative to the calibrated reference sidecar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataPlane {
+    pub kind: DataPlaneKind,
+    /// Calibration entries at the rate closest to this are used, requests/s.
+    #[serde(default = "default_rate")]
+    pub calibration_rate_rps: u64,
+    /// Multiplier on the reference's pass-through CPU per request (ignored when
+    /// `anchor_cpu_us` is set).
+    #[serde(default = "one")]
+    pub cpu_scale: f64,
+    /// A published per-proxy CPU per request, µs: `cpu_scale` becomes this over the
+    /// calibration's pass-through CPU (fitted at load, so a swapped calibration file refits).
+    #[serde(default)]
+    pub anchor_cpu_us: Option<f64>,
+    /// A published per-proxy added p99 latency, µs: `latency_scale` becomes this over the
+    /// calibration's pass-through added p99 latency.
+    #[serde(default)]
+    pub anchor_latency_p99_us: Option<f64>,
+    /// Multiplier on the reference's policy CPU (pipeline activation + per-policy marginal).
+    #[serde(default = "one")]
+    pub policy_cpu_scale: f64,
+    /// Multiplier on the reference's added latency beyond its CPU time.
+    #[serde(default = "one")]
+    pub latency_scale: f64,
+    /// Extra network stack traversals per proxy hop (iptables redirect through the proxy).
+    #[serde(default)]
+    pub traversals_per_hop: u32,
+    /// The activator's pod carries a proxy too (its sidecar sees every request it forwards).
+    #[serde(default)]
+    pub activator_sidecar: bool,
+    /// Resident memory per proxy, MiB.
+    #[serde(default)]
+    pub rss_mib: f64,
+    /// Memory per upstream connection a proxy holds, KiB.
+    #[serde(default)]
+    pub rss_kib_per_connection: f64,
+    /// Sandbox start per request ([`DataPlaneKind::Sandbox`]), µs.
+    #[serde(default)]
+    pub sandbox_boot_us: f64,
+    /// Sandbox technology, for the record (`hyperlight`, `dandelion`, `wasm`).
+    #[serde(default)]
+    pub sandbox_technology: String,
+    /// Per-node L4 proxy CPU per request ([`DataPlaneKind::Ambient`]), µs.
+    #[serde(default)]
+    pub l4_cpu_us: f64,
+    /// Per-node L4 proxy resident memory, MiB.
+    #[serde(default)]
+    pub l4_rss_mib: f64,
+}
+
+impl DataPlane {
+    /// `(cpu_scale, latency_scale)` against a calibration's costs: the anchors over the
+    /// reference's pass-through figures when set, else the plain factors.
+    pub fn scales(&self, costs: &crate::calibration::PolicyCosts) -> (f64, f64) {
+        let fit = |anchor: Option<f64>, reference: f64, plain: f64| match anchor {
+            Some(a) if reference > 0.0 => a / reference,
+            _ => plain,
+        };
+        (
+            fit(self.anchor_cpu_us, costs.cpu.pass_through, self.cpu_scale),
+            fit(
+                self.anchor_latency_p99_us,
+                costs.latency_p99.pass_through,
+                self.latency_scale,
+            ),
+        )
+    }
+}
+
+/// What the mesh injects into every function pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PodInjection {
+    /// Init container create + start (0: none), ms.
+    pub init_container_ms: u64,
+    /// Sidecar container create + start (0: no sidecar container), ms.
+    pub sidecar_start_ms: u64,
+    /// Control-plane writes per injected container (its status updates).
+    pub writes_per_container: u32,
+    /// Extra API-server time of a pod create for the injection webhook, ms.
+    pub injection_webhook_ms: u64,
+    pub sidecar_cpu_request_millicores: u32,
+    pub sidecar_memory_request_mib: u32,
+    pub init_cpu_request_millicores: u32,
+    pub init_memory_request_mib: u32,
+    /// From the sidecar container's start until its proxy asks for configuration (agent
+    /// start, workload certificate, proxy bootstrap), ms.
+    pub proxy_bootstrap_ms: u64,
+    /// The kubelet's sidecar probe: first probe this long after the kubelet took the pod
+    /// (its probe worker starts with the pod; probes before the container runs fail), ms.
+    pub probe_initial_delay_ms: u64,
+    /// Period of the kubelet's sidecar probe, ms.
+    pub probe_period_ms: u64,
+}
+
+impl Default for PodInjection {
+    fn default() -> Self {
+        Self {
+            init_container_ms: 0,
+            sidecar_start_ms: 0,
+            writes_per_container: 0,
+            injection_webhook_ms: 0,
+            sidecar_cpu_request_millicores: 0,
+            sidecar_memory_request_mib: 0,
+            init_cpu_request_millicores: 0,
+            init_memory_request_mib: 0,
+            proxy_bootstrap_ms: 0,
+            probe_initial_delay_ms: 0,
+            probe_period_ms: 1000,
+        }
+    }
+}
+
+/// How proxies get their configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlPlaneKind {
+    /// No control plane.
+    #[default]
+    None,
+    /// istiod: debounced state-of-the-world pushes to every in-scope proxy.
+    Istiod,
+    /// Linkerd's destination service: a proxy receives endpoint updates only for the
+    /// destinations it has asked for; no debounce, no mesh-wide pushes.
+    OnDemand,
+}
+
+/// The mesh control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlane {
+    pub kind: ControlPlaneKind,
+    /// Config scope of the function proxies.
+    #[serde(default = "default_scope")]
+    pub scope: Scope,
+    /// Debounce: push once this long passed without a new event, ms (istio `PILOT_DEBOUNCE_AFTER`).
+    #[serde(default = "d100")]
+    pub debounce_quiet_ms: u64,
+    /// Debounce: push at the latest this long after the first event, ms (`PILOT_DEBOUNCE_MAX`).
+    #[serde(default = "d10000")]
+    pub debounce_max_ms: u64,
+    /// Proxy pushes in flight at once (`PILOT_PUSH_THROTTLE`).
+    #[serde(default = "d100")]
+    pub push_concurrency: u32,
+    /// New xDS streams admitted per second (`PILOT_MAX_REQUESTS_PER_SECOND`).
+    #[serde(default = "d25f")]
+    pub stream_admission_per_s: f64,
+    /// Push-context recompute on a full push, µs of control-plane CPU per Knative service.
+    #[serde(default)]
+    pub push_context_us_per_service: f64,
+    /// Envoy's main-thread work to apply one received cluster (warming), µs.
+    #[serde(default)]
+    pub apply_us_per_cluster: f64,
+    /// Encode cost override, ns per byte (absent: the xDS size file's codec measurement).
+    #[serde(default)]
+    pub encode_ns_per_byte: Option<f64>,
+    /// Decode cost override, ns per byte (absent: the xDS size file's codec measurement).
+    #[serde(default)]
+    pub decode_ns_per_byte: Option<f64>,
+    /// Network bandwidth between the control plane and a proxy, Gbit/s.
+    #[serde(default = "d10f")]
+    pub bandwidth_gbps: f64,
+    /// Bytes of an ACK (a DiscoveryRequest with version and nonce).
+    #[serde(default)]
+    pub ack_bytes: u64,
+    /// The whole pod turning Ready triggers a second full push to its proxy (istio 1.20).
+    #[serde(default)]
+    pub full_push_on_ready: bool,
+    /// Control-plane resident memory, MiB, plus per connected proxy, KiB.
+    #[serde(default)]
+    pub rss_mib: f64,
+    #[serde(default)]
+    pub rss_kib_per_proxy: f64,
+}
+
+/// Parameters of the stateful policies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyParams {
+    /// Global rate limit: requests per function per window.
+    pub rate_limit_requests: u64,
+    /// Global rate limit: fixed window length, ms.
+    pub rate_limit_window_ms: u64,
+    /// CPU of the rate-limit service (and its Redis) per check, µs.
+    pub rate_limit_service_cpu_us: f64,
+    /// The limit's shared state is a node-local cache (no RPC to the control-plane node).
+    pub rate_limit_node_local: bool,
+    /// Circuit breaking: maximum concurrent requests to one pod.
+    pub cb_max_requests: u32,
+    /// Outlier detection: consecutive 5xx that eject a pod.
+    pub cb_consecutive_5xx: u32,
+    /// Outlier detection: ejection time, ms.
+    pub cb_ejection_ms: u64,
+    /// Retries of a 5xx answer.
+    pub retry_attempts: u32,
+    /// Probability that one attempt answers 5xx (the trace has none: 0 unless swept).
+    pub upstream_5xx_rate: f64,
+    /// mTLS handshake CPU per new connection, both sides together, µs.
+    pub mtls_handshake_cpu_us: f64,
+}
+
+impl Default for PolicyParams {
+    fn default() -> Self {
+        Self {
+            rate_limit_requests: 1000,
+            rate_limit_window_ms: 1000,
+            rate_limit_service_cpu_us: 0.0,
+            rate_limit_node_local: false,
+            cb_max_requests: 1024,
+            cb_consecutive_5xx: 5,
+            cb_ejection_ms: 30_000,
+            retry_attempts: 2,
+            upstream_5xx_rate: 0.0,
+            mtls_handshake_cpu_us: 0.0,
+        }
+    }
+}
+
+fn default_rate() -> u64 {
+    1000
+}
+fn one() -> f64 {
+    1.0
+}
+fn default_scope() -> Scope {
+    Scope::AllToAll
+}
+fn d100<T: From<u8>>() -> T {
+    T::from(100)
+}
+fn d10000() -> u64 {
+    10_000
+}
+fn d25f() -> f64 {
+    25.0
+}
+fn d10f() -> f64 {
+    10.0
+}
+
+impl MeshProfile {
+    /// A built-in profile by name ([`BUILTIN_PROFILES`]).
+    pub fn builtin(name: &str) -> Result<Self, ConfigError> {
+        let text = builtin_text(name).ok_or_else(|| ConfigError::Invalid {
+            file: "<mesh profile>".into(),
+            field: "mesh.profile".into(),
+            value: name.to_owned(),
+            allowed: BUILTIN_PROFILES.join(", "),
+        })?;
+        Self::from_toml_str(text, &format!("models/profiles/mesh/{name}.toml"))
+    }
+
+    /// All built-in profiles, in [`BUILTIN_PROFILES`] order.
+    pub fn builtins() -> Vec<Self> {
+        BUILTIN_PROFILES
+            .iter()
+            .map(|n| Self::builtin(n).expect("built-in profiles are valid (tested)"))
+            .collect()
+    }
+
+    /// Parses and validates a profile; `file` names it in errors.
+    pub fn from_toml_str(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let p: MeshProfile =
+            toml::from_str(text).map_err(|e| crate::parse_error(text, file, &e))?;
+        p.validate_in(file)?;
+        Ok(p)
+    }
+
+    /// Serialises to TOML.
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# not serialisable: {e}"))
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_in("<mesh profile>")
+    }
+
+    /// The enabled policies as a bit mask over [`POLICIES`].
+    pub fn policy_mask(&self) -> u16 {
+        self.policies
+            .iter()
+            .filter_map(|p| policy_index(p))
+            .fold(0, |m, i| m | (1 << i))
+    }
+
+    /// Whether policy `name` is on.
+    pub fn has(&self, name: &str) -> bool {
+        self.policies.iter().any(|p| p == name)
+    }
+
+    /// Replaces the policy list (validated).
+    pub fn with_policies(mut self, policies: &[String]) -> Result<Self, ConfigError> {
+        self.policies = policies.to_vec();
+        self.validate()?;
+        Ok(self)
+    }
+
+    fn validate_in(&self, file: &str) -> Result<(), ConfigError> {
+        let c = Check { file };
+        let bad = |field: String, value: String, allowed: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            field,
+            value,
+            allowed,
+        };
+        if self.version != PROFILE_VERSION {
+            return Err(ConfigError::Version {
+                file: file.to_owned(),
+                found: self.version,
+                expected: PROFILE_VERSION,
+            });
+        }
+        if self.name.trim().is_empty() {
+            return Err(bad("name".into(), "\"\"".into(), "a profile name".into()));
+        }
+        for (i, p) in self.policies.iter().enumerate() {
+            if policy_index(p).is_none() {
+                return Err(bad(
+                    format!("policies[{i}]"),
+                    p.clone(),
+                    POLICIES.join(", "),
+                ));
+            }
+        }
+        if self.data_plane.kind == DataPlaneKind::None && !self.policies.is_empty() {
+            return Err(bad(
+                "policies".into(),
+                format!("{:?}", self.policies),
+                "empty without a data plane".into(),
+            ));
+        }
+        let d = &self.data_plane;
+        c.range(
+            "data_plane.calibration_rate_rps",
+            d.calibration_rate_rps,
+            1,
+            10_000_000,
+        )?;
+        c.finite("data_plane.cpu_scale", d.cpu_scale, 0.0, 1e4)?;
+        c.finite("data_plane.policy_cpu_scale", d.policy_cpu_scale, 0.0, 1e4)?;
+        c.finite("data_plane.latency_scale", d.latency_scale, 0.0, 1e4)?;
+        if let Some(v) = d.anchor_cpu_us {
+            c.finite("data_plane.anchor_cpu_us", v, 0.0, 1e6)?;
+        }
+        if let Some(v) = d.anchor_latency_p99_us {
+            c.finite("data_plane.anchor_latency_p99_us", v, 0.0, 1e7)?;
+        }
+        c.range("data_plane.traversals_per_hop", d.traversals_per_hop, 0, 16)?;
+        c.finite("data_plane.rss_mib", d.rss_mib, 0.0, 65_536.0)?;
+        c.finite(
+            "data_plane.rss_kib_per_connection",
+            d.rss_kib_per_connection,
+            0.0,
+            1e6,
+        )?;
+        c.finite("data_plane.sandbox_boot_us", d.sandbox_boot_us, 0.0, 1e7)?;
+        c.finite("data_plane.l4_cpu_us", d.l4_cpu_us, 0.0, 1e6)?;
+        c.finite("data_plane.l4_rss_mib", d.l4_rss_mib, 0.0, 65_536.0)?;
+        let p = &self.pod;
+        c.range("pod.init_container_ms", p.init_container_ms, 0, 600_000)?;
+        c.range("pod.sidecar_start_ms", p.sidecar_start_ms, 0, 600_000)?;
+        c.range("pod.writes_per_container", p.writes_per_container, 0, 100)?;
+        c.range(
+            "pod.injection_webhook_ms",
+            p.injection_webhook_ms,
+            0,
+            60_000,
+        )?;
+        c.range("pod.proxy_bootstrap_ms", p.proxy_bootstrap_ms, 0, 600_000)?;
+        c.range(
+            "pod.probe_initial_delay_ms",
+            p.probe_initial_delay_ms,
+            0,
+            600_000,
+        )?;
+        c.range("pod.probe_period_ms", p.probe_period_ms, 1, 600_000)?;
+        let cp = &self.control_plane;
+        if cp.kind == ControlPlaneKind::None && self.data_plane.kind != DataPlaneKind::None {
+            return Err(bad(
+                "control_plane.kind".into(),
+                "none".into(),
+                "istiod or on-demand when there is a data plane".into(),
+            ));
+        }
+        c.range(
+            "control_plane.debounce_quiet_ms",
+            cp.debounce_quiet_ms,
+            0,
+            600_000,
+        )?;
+        c.range(
+            "control_plane.debounce_max_ms",
+            cp.debounce_max_ms,
+            cp.debounce_quiet_ms,
+            3_600_000,
+        )?;
+        c.range(
+            "control_plane.push_concurrency",
+            cp.push_concurrency,
+            1,
+            100_000,
+        )?;
+        c.finite(
+            "control_plane.stream_admission_per_s",
+            cp.stream_admission_per_s,
+            0.01,
+            1e6,
+        )?;
+        c.finite(
+            "control_plane.push_context_us_per_service",
+            cp.push_context_us_per_service,
+            0.0,
+            1e6,
+        )?;
+        c.finite(
+            "control_plane.apply_us_per_cluster",
+            cp.apply_us_per_cluster,
+            0.0,
+            1e6,
+        )?;
+        if let Some(v) = cp.encode_ns_per_byte {
+            c.finite("control_plane.encode_ns_per_byte", v, 0.0, 1e4)?;
+        }
+        if let Some(v) = cp.decode_ns_per_byte {
+            c.finite("control_plane.decode_ns_per_byte", v, 0.0, 1e4)?;
+        }
+        c.finite(
+            "control_plane.bandwidth_gbps",
+            cp.bandwidth_gbps,
+            0.001,
+            1e4,
+        )?;
+        c.range("control_plane.ack_bytes", cp.ack_bytes, 0, 1 << 20)?;
+        c.finite("control_plane.rss_mib", cp.rss_mib, 0.0, 65_536.0)?;
+        c.finite(
+            "control_plane.rss_kib_per_proxy",
+            cp.rss_kib_per_proxy,
+            0.0,
+            1e7,
+        )?;
+        let q = &self.policy;
+        c.range(
+            "policy.rate_limit_requests",
+            q.rate_limit_requests,
+            1,
+            u64::MAX,
+        )?;
+        c.range(
+            "policy.rate_limit_window_ms",
+            q.rate_limit_window_ms,
+            1,
+            3_600_000,
+        )?;
+        c.finite(
+            "policy.rate_limit_service_cpu_us",
+            q.rate_limit_service_cpu_us,
+            0.0,
+            1e6,
+        )?;
+        c.range("policy.cb_max_requests", q.cb_max_requests, 1, u32::MAX)?;
+        c.range(
+            "policy.cb_consecutive_5xx",
+            q.cb_consecutive_5xx,
+            1,
+            1_000_000,
+        )?;
+        c.range("policy.cb_ejection_ms", q.cb_ejection_ms, 1, 3_600_000)?;
+        c.range("policy.retry_attempts", q.retry_attempts, 0, 10)?;
+        c.finite("policy.upstream_5xx_rate", q.upstream_5xx_rate, 0.0, 1.0)?;
+        c.finite(
+            "policy.mtls_handshake_cpu_us",
+            q.mtls_handshake_cpu_us,
+            0.0,
+            1e6,
+        )?;
+        Ok(())
+    }
+}
+
+/// The mesh selection inside [`crate::SimConfig`] (`[mesh]`): which built-in profile runs and
+/// what a sweep may override.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshSelection {
+    /// A built-in profile name ([`BUILTIN_PROFILES`]).
+    pub profile: String,
+    /// Replaces the profile's policy list when set.
+    pub policies: Option<Vec<String>>,
+    /// Replaces the profile's config scope when set.
+    pub scope: Option<Scope>,
+}
+
+impl Default for MeshSelection {
+    fn default() -> Self {
+        Self {
+            profile: "none".into(),
+            policies: None,
+            scope: None,
+        }
+    }
+}
+
+impl MeshSelection {
+    /// The selected profile with the overrides applied.
+    pub fn resolve(&self) -> Result<MeshProfile, ConfigError> {
+        let mut p = MeshProfile::builtin(&self.profile)?;
+        if let Some(pol) = &self.policies {
+            p = p.with_policies(pol)?;
+        }
+        if let Some(s) = self.scope {
+            p.control_plane.scope = s;
+        }
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_parse_and_round_trip() {
+        for p in MeshProfile::builtins() {
+            let back = MeshProfile::from_toml_str(&p.to_toml_string(), "rt.toml").unwrap();
+            assert_eq!(back, p, "{}", p.name);
+            assert!(BUILTIN_PROFILES.contains(&p.name.as_str()));
+        }
+    }
+
+    #[test]
+    fn linkerd_lacks_rate_limit_and_circuit_breaking() {
+        let l = MeshProfile::builtin("linkerd-policies").unwrap();
+        assert!(!l.has("rate_limit") && !l.has("circuit_breaker"));
+        assert_eq!(l.policies.len(), 7);
+        let lw = MeshProfile::builtin("lightweight").unwrap();
+        assert_eq!(lw.pod.init_container_ms, 0);
+        assert_eq!(lw.data_plane.rss_mib, 0.0);
+        assert_eq!(lw.control_plane.scope, Scope::Fused);
+    }
+
+    #[test]
+    fn bad_policy_and_unknown_field_are_named() {
+        let p = MeshProfile::builtin("istio").unwrap();
+        let err = p.clone().with_policies(&["jwtt".into()]).unwrap_err();
+        assert!(err.to_string().contains("policies[0]"), "{err}");
+        let text = p
+            .to_toml_string()
+            .replace("[data_plane]", "[data_plane]\nbogus = 1");
+        assert!(MeshProfile::from_toml_str(&text, "b.toml").is_err());
+    }
+
+    #[test]
+    fn selection_overrides() {
+        let s = MeshSelection {
+            profile: "istio".into(),
+            policies: Some(vec!["mtls".into()]),
+            scope: Some(Scope::Minimal),
+        };
+        let p = s.resolve().unwrap();
+        assert_eq!(p.policy_mask(), 1 << 6);
+        assert_eq!(p.control_plane.scope, Scope::Minimal);
+    }
+}

@@ -1,0 +1,412 @@
+//! The mesh models of issue 5: one tiny scenario per stateful policy, the sidecar's readiness
+//! gate, xDS payload scaling per config scope, and determinism + conservation for every
+//! built-in profile.
+
+use meshsim_models::calibration::CalibrationFile;
+use meshsim_models::mesh::{BUILTIN_PROFILES, MeshProfile};
+use meshsim_models::xds_sizes::{PolicySet, Scope, View};
+use meshsim_models::{SimConfig, XdsSizes};
+use meshsim_sim::mesh::{
+    ClusterEvent, HopCtx, HopDecision, HopPoint, MeshCtx, ProxyKind, SidecarModel, XdsType,
+};
+use meshsim_sim::meshmodel::{MeshInputs, MeshModel};
+use meshsim_sim::metrics::FailureReason;
+use meshsim_sim::time::{MS, SEC};
+use meshsim_sim::{FunctionSpec, RunOptions, SimOptions, SimTime, Simulation};
+use meshsim_traces::Invocation;
+use std::sync::{Arc, OnceLock};
+
+fn sizes() -> &'static XdsSizes {
+    static S: OnceLock<XdsSizes> = OnceLock::new();
+    S.get_or_init(|| {
+        XdsSizes::from_toml_str(include_str!("data/xds-sizes-fixture.toml")).expect("fixture")
+    })
+}
+
+fn calibration() -> &'static CalibrationFile {
+    static C: OnceLock<CalibrationFile> = OnceLock::new();
+    C.get_or_init(CalibrationFile::reference)
+}
+
+fn inputs(record_xds: bool) -> MeshInputs<'static> {
+    MeshInputs {
+        calibration: calibration(),
+        xds_sizes: Some(sizes()),
+        record_xds,
+    }
+}
+
+fn exact_cfg() -> SimConfig {
+    let mut cfg = SimConfig::default();
+    cfg.kubernetes.pod_start.jitter_pct = 0;
+    cfg
+}
+
+fn model(p: &MeshProfile, functions: usize, record_xds: bool) -> MeshModel {
+    MeshModel::new(p, &exact_cfg(), functions, inputs(record_xds), 1, 0).expect("model")
+}
+
+fn profile(name: &str, policies: &[&str]) -> MeshProfile {
+    let p = MeshProfile::builtin(name).unwrap();
+    let pol: Vec<String> = policies.iter().map(|s| s.to_string()).collect();
+    p.with_policies(&pol).unwrap()
+}
+
+fn inv(at_ms: u64, function: u32, exec_ms: u64) -> Invocation {
+    Invocation {
+        at_ns: at_ms * MS,
+        function,
+        exec_ns: exec_ms * MS,
+        memory_mb: 10.0,
+    }
+}
+
+fn simulate(
+    mesh: MeshModel,
+    functions: usize,
+    invs: Vec<Invocation>,
+) -> meshsim_sim::engine::EngineResult {
+    let specs = vec![
+        FunctionSpec {
+            memory_request_mib: 128
+        };
+        functions
+    ];
+    let opts = SimOptions {
+        record_invocations: true,
+        record_pods: true,
+        ..SimOptions::default()
+    };
+    let n = invs.len() as u64;
+    Simulation::new(&exact_cfg(), &specs, Box::new(mesh), opts).run(
+        invs.into_iter(),
+        n,
+        &mut |_, _| {},
+    )
+}
+
+fn pod_ctx(now: u64, pod: u32, in_flight: u32) -> HopCtx {
+    HopCtx {
+        now: SimTime(now),
+        point: HopPoint::Pod,
+        node: 1,
+        function: 0,
+        pod: Some(pod),
+        pod_in_flight: in_flight,
+    }
+}
+
+fn schedule(m: &mut MeshModel, pod: u32) {
+    let mut actions = Vec::new();
+    let mut ctx = MeshCtx::new(SimTime(0), 10, &mut actions);
+    m.on_cluster_event(
+        &mut ctx,
+        ClusterEvent::PodScheduled {
+            pod,
+            revision: 0,
+            node: 1,
+        },
+    );
+}
+
+#[test]
+fn rate_limit_rejects_the_request_after_the_limit_in_a_window() {
+    let mut p = profile("istio", &["rate_limit"]);
+    p.policy.rate_limit_requests = 2;
+    p.policy.rate_limit_window_ms = 1000;
+    let mut m = model(&p, 1, false);
+    schedule(&mut m, 0);
+    let d: Vec<_> = (0..3).map(|i| m.hop(&pod_ctx(i * MS, 0, 0))).collect();
+    assert!(matches!(d[0], HopDecision::Through(_)));
+    assert!(matches!(d[1], HopDecision::Through(_)));
+    assert!(matches!(
+        d[2],
+        HopDecision::Reject {
+            reason: FailureReason::RateLimited,
+            ..
+        }
+    ));
+    // A new window admits again.
+    assert!(matches!(
+        m.hop(&pod_ctx(SEC, 0, 0)),
+        HopDecision::Through(_)
+    ));
+    // The RPC to the rate-limit service on the control-plane node: a round trip plus its
+    // service time, queued behind the previous checks in a burst.
+    let base = m.pod_hop().latency_ns;
+    let HopDecision::Through(h) = m.hop(&pod_ctx(SEC + 1, 0, 0)) else {
+        panic!()
+    };
+    let rtt = 2 * exact_cfg().cluster.network_hop_us * 1000;
+    let service = (p.policy.rate_limit_service_cpu_us * 1e3) as u64;
+    assert_eq!(h.latency_ns, base + rtt + service + (service - 1));
+
+    // End to end: three buffered requests flushed into one pod in the same window.
+    let r = simulate(
+        model(&p, 1, false),
+        1,
+        vec![inv(0, 0, 10), inv(1, 0, 10), inv(2, 0, 10)],
+    );
+    assert_eq!(r.summary.failures_by_reason.get("rate-limited"), Some(&1));
+    assert_eq!(r.summary.completed, 2);
+}
+
+#[test]
+fn circuit_breaker_opens_at_its_limit_and_recovers() {
+    let mut p = profile("istio", &["circuit_breaker"]);
+    p.policy.cb_max_requests = 2;
+    let mut m = model(&p, 1, false);
+    schedule(&mut m, 0);
+    assert!(matches!(m.hop(&pod_ctx(0, 0, 1)), HopDecision::Through(_)));
+    assert!(matches!(
+        m.hop(&pod_ctx(0, 0, 2)),
+        HopDecision::Reject {
+            reason: FailureReason::CircuitOpen,
+            ..
+        }
+    ));
+    assert!(matches!(m.hop(&pod_ctx(MS, 0, 1)), HopDecision::Through(_)));
+
+    // Outlier detection: 5 consecutive 5xx eject the pod for 30 s, then it serves again.
+    let mut p = profile("istio", &["circuit_breaker"]);
+    p.policy.upstream_5xx_rate = 1.0;
+    p.policy.cb_consecutive_5xx = 3;
+    p.policy.cb_ejection_ms = 30_000;
+    let mut m = model(&p, 1, false);
+    schedule(&mut m, 0);
+    for _ in 0..2 {
+        assert!(matches!(
+            m.hop(&pod_ctx(0, 0, 0)),
+            HopDecision::Reject {
+                reason: FailureReason::RetriesExhausted,
+                ..
+            }
+        ));
+    }
+    assert!(matches!(
+        m.hop(&pod_ctx(0, 0, 0)),
+        HopDecision::Reject {
+            reason: FailureReason::CircuitOpen,
+            ..
+        }
+    ));
+    // Ejected: refused without an attempt until the ejection ends.
+    assert!(matches!(
+        m.hop(&pod_ctx(29_999 * MS, 0, 0)),
+        HopDecision::Reject {
+            reason: FailureReason::CircuitOpen,
+            ..
+        }
+    ));
+    assert!(matches!(
+        m.hop(&pod_ctx(30_000 * MS, 0, 0)),
+        HopDecision::Reject {
+            reason: FailureReason::RetriesExhausted,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_5xx_is_retried_at_most_twice() {
+    let mut p = profile("istio", &["retry"]);
+    p.policy.upstream_5xx_rate = 1.0;
+    let mut m = model(&p, 1, false);
+    schedule(&mut m, 0);
+    let base = m.pod_hop();
+    let HopDecision::Reject { hop, reason } = m.hop(&pod_ctx(0, 0, 0)) else {
+        panic!("a 5xx every time must fail")
+    };
+    assert_eq!(reason, FailureReason::RetriesExhausted);
+    // The first attempt and two retries, each through the proxy.
+    assert_eq!(hop.cpu_ns, 3 * base.cpu_ns);
+    assert_eq!(hop.latency_ns, 3 * base.latency_ns);
+    // Without the retry policy: one attempt.
+    let mut p = profile("istio", &["ports"]);
+    p.policy.upstream_5xx_rate = 1.0;
+    let mut m = model(&p, 1, false);
+    schedule(&mut m, 0);
+    let HopDecision::Reject { hop, .. } = m.hop(&pod_ctx(0, 0, 0)) else {
+        panic!()
+    };
+    assert_eq!(hop.cpu_ns, m.pod_hop().cpu_ns);
+}
+
+#[test]
+fn mtls_handshakes_on_new_connections_only() {
+    let p = profile("istio", &["mtls"]);
+    let mut m = model(&p, 1, false);
+    schedule(&mut m, 0);
+    let base = m.pod_hop().cpu_ns;
+    let hs = (p.policy.mtls_handshake_cpu_us * 1e3) as u64;
+    let cpu = |d: HopDecision| match d {
+        HopDecision::Through(h) => h.cpu_ns,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(cpu(m.hop(&pod_ctx(0, 0, 0))), base + hs);
+    assert_eq!(cpu(m.hop(&pod_ctx(MS, 0, 0))), base, "connection reused");
+    assert_eq!(
+        cpu(m.hop(&pod_ctx(MS, 0, 1))),
+        base + hs,
+        "a second connection"
+    );
+}
+
+#[test]
+fn a_new_sidecar_serves_nothing_before_its_config_arrives() {
+    let p = profile("istio", &[]);
+    let r = {
+        let mut m = model(&p, 1, true);
+        // Unit: scheduled and started, no config yet -> not ready at any probe.
+        let mut actions = Vec::new();
+        let mut ctx = MeshCtx::new(SimTime(0), 10, &mut actions);
+        m.on_cluster_event(
+            &mut ctx,
+            ClusterEvent::PodScheduled {
+                pod: 0,
+                revision: 0,
+                node: 1,
+            },
+        );
+        let mut ctx = MeshCtx::new(SimTime(SEC), 10, &mut actions);
+        m.on_cluster_event(
+            &mut ctx,
+            ClusterEvent::SidecarStarted {
+                pod: 0,
+                revision: 0,
+                node: 1,
+            },
+        );
+        for t in [SEC, 5 * SEC, 60 * SEC] {
+            assert!(m.container_ready(SimTime(t), 0).is_err());
+        }
+        simulate(model(&p, 1, true), 1, vec![inv(0, 0, 10)])
+    };
+    let pods = r.pods.unwrap();
+    let routable = pods[0].routable_ns.unwrap();
+    let tx = r.xds_transactions.unwrap();
+    let sidecar_lds_ack = tx
+        .iter()
+        .filter(|t| t.proxy_kind == ProxyKind::Sidecar && t.xds_type == XdsType::Lds && t.ack)
+        .map(|t| t.time_ns)
+        .min()
+        .expect("the sidecar got its listeners");
+    assert!(sidecar_lds_ack < routable, "{sidecar_lds_ack} {routable}");
+    // The sidecar's state of the world: CDS, EDS, LDS, RDS, in that order.
+    let first: Vec<XdsType> = tx
+        .iter()
+        .filter(|t| t.proxy_kind == ProxyKind::Sidecar && !t.ack)
+        .take(4)
+        .map(|t| t.xds_type)
+        .collect();
+    assert_eq!(first, XdsType::ALL.to_vec());
+    // The invocation started after the pod became routable.
+    let rec = &r.invocations.unwrap()[0];
+    assert_eq!(rec.failure, None);
+    assert!(rec.cold && rec.arrival_ns + rec.end_to_end_ns >= routable + rec.exec_ns);
+    assert!(r.summary.xds.transactions > 0 && r.summary.xds.bytes > 0);
+}
+
+#[test]
+fn payload_grows_with_services_for_all_to_all_and_stays_flat_for_minimal() {
+    let s = sizes();
+    for scope in [Scope::AllToAll, Scope::Minimal] {
+        let a = s
+            .sotw_bytes(scope, View::Sidecar, PolicySet::None, 10, 0)
+            .unwrap();
+        let b = s
+            .sotw_bytes(scope, View::Sidecar, PolicySet::None, 200, 0)
+            .unwrap();
+        let (ta, tb): (u64, u64) = (a.iter().sum(), b.iter().sum());
+        match scope {
+            Scope::AllToAll => assert!(tb > 5 * ta, "{ta} {tb}"),
+            _ => assert_eq!(ta, tb),
+        }
+    }
+    // Through the model: the new sidecar's CDS response for 10 vs 200 Knative services.
+    let cds = |scope: Scope, functions: usize| {
+        let mut p = profile("istio", &[]);
+        p.control_plane.scope = scope;
+        let r = simulate(model(&p, functions, true), functions, vec![inv(0, 0, 10)]);
+        r.xds_transactions
+            .unwrap()
+            .iter()
+            .find(|t| t.proxy_kind == ProxyKind::Sidecar && t.xds_type == XdsType::Cds && !t.ack)
+            .map(|t| t.bytes)
+            .unwrap()
+    };
+    assert!(cds(Scope::AllToAll, 200) > 5 * cds(Scope::AllToAll, 10));
+    assert_eq!(cds(Scope::Minimal, 200), cds(Scope::Minimal, 10));
+}
+
+#[test]
+fn every_profile_is_deterministic_and_conserves_invocations() {
+    let trace = meshsim_traces::embedded::load("invitro-example")
+        .unwrap()
+        .unwrap();
+    let trace = Arc::new(trace.window(2).unwrap());
+    let cfg = SimConfig::default();
+    let opts = RunOptions {
+        seed: 7,
+        replication: 0,
+        record_invocations: false,
+    };
+    for name in BUILTIN_PROFILES {
+        let p = MeshProfile::builtin(name).unwrap();
+        let run = || {
+            meshsim_sim::run_profile(
+                trace.clone(),
+                &cfg,
+                &p,
+                inputs(false),
+                &opts,
+                &mut |_, _| {},
+            )
+            .unwrap()
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(a.digest, b.digest, "{name}: replay with seed 7 differs");
+        assert_eq!(a.summary, b.summary, "{name}");
+        let s = &a.summary;
+        assert_eq!(
+            s.invocations,
+            s.completed + s.failed + a.in_flight,
+            "{name}"
+        );
+        assert_eq!(a.in_flight, 0, "{name}");
+        let failed: u64 = s.failures_by_reason.values().sum();
+        assert_eq!(failed, s.failed, "{name}");
+        if name == "none" {
+            assert_eq!(s.xds.transactions, 0);
+        }
+        if name.starts_with("istio") {
+            assert!(s.xds.transactions > 0, "{name}");
+            let xds_cpu: f64 = a
+                .node_seconds
+                .iter()
+                .filter(|n| n.control_plane)
+                .map(|n| n.cpu_cores.xds)
+                .sum();
+            assert!(xds_cpu > 0.0, "{name}");
+        }
+    }
+}
+
+#[test]
+fn selection_through_the_config_runs_the_profile() {
+    let trace = meshsim_traces::embedded::load("invitro-example")
+        .unwrap()
+        .unwrap();
+    let trace = Arc::new(trace.window(1).unwrap());
+    let cfg = SimConfig::from_toml_str(
+        "version = 1\n[mesh]\nprofile = \"istio\"\npolicies = [\"mtls\"]\nscope = \"minimal\"\n",
+        "sel.toml",
+    )
+    .unwrap();
+    let opts = RunOptions::default();
+    let r = meshsim_sim::run_configured(trace, &cfg, inputs(false), &opts, &mut |_, _| {}).unwrap();
+    assert!(r.summary.xds.transactions > 0);
+    assert!(
+        SimConfig::from_toml_str("version = 1\n[mesh]\nprofile = \"istioo\"\n", "x.toml").is_err()
+    );
+}
