@@ -308,6 +308,7 @@ impl Harness {
             .materials(CLIENT_ID)
             .and_then(|m| m.client_config(Some(SERVER_ID)))
             .map_err(|e| err("client tls", e))?;
+        warm_up_tls(&pki, client_tls.clone())?;
         Ok(Harness {
             clk_tck: getconf("CLK_TCK", 100) as f64,
             page_kib: getconf("PAGESIZE", 4096) / 1024,
@@ -539,6 +540,36 @@ impl Harness {
             .spawn()
             .map_err(|e| err(&format!("spawning {}", self.opts.nginx_bin.display()), e))
     }
+}
+
+/// One in-memory TLS handshake with the load generator's client config, so that the first
+/// use of the crypto library in this process (RNG seeding, key set-up) is not charged to the
+/// proxy's start-up time.
+fn warm_up_tls(pki: &Pki, client: Arc<rustls::ClientConfig>) -> Result<(), BenchError> {
+    let server_cfg = pki
+        .materials(SERVER_ID)
+        .and_then(|m| m.server_config(&[], Vec::new()))
+        .map_err(|e| err("warm-up server config", e))?;
+    let mut srv = rustls::ServerConnection::new(server_cfg).map_err(|e| err("warm-up", e))?;
+    let name =
+        rustls_pki_types::ServerName::try_from("meshsim.peer").map_err(|e| err("warm-up", e))?;
+    let mut cli = rustls::ClientConnection::new(client, name).map_err(|e| err("warm-up", e))?;
+    for _ in 0..8 {
+        let mut buf = Vec::new();
+        cli.write_tls(&mut buf).map_err(|e| err("warm-up", e))?;
+        srv.read_tls(&mut buf.as_slice())
+            .map_err(|e| err("warm-up", e))?;
+        srv.process_new_packets().map_err(|e| err("warm-up", e))?;
+        let mut buf = Vec::new();
+        srv.write_tls(&mut buf).map_err(|e| err("warm-up", e))?;
+        cli.read_tls(&mut buf.as_slice())
+            .map_err(|e| err("warm-up", e))?;
+        cli.process_new_packets().map_err(|e| err("warm-up", e))?;
+        if !cli.is_handshaking() && !srv.is_handshaking() {
+            return Ok(());
+        }
+    }
+    Err(BenchError("warm-up TLS handshake did not complete".into()))
 }
 
 fn is_root() -> bool {
