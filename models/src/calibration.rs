@@ -12,8 +12,9 @@
 //! pass-through cost, a base cost for activating the policy pipeline (paid once when any policy
 //! is on) and a marginal cost per policy, identified from the measurements themselves: with
 //! `d_p` = (policy `p` alone) - (pass-through) = base + m_p for each of the `n` policies and
-//! `D` = (all n) - (pass-through) = base + sum m_p, `base = (sum d_p - D) / (n - 1)` (clamped
-//! to `[0, min d_p]`).
+//! `D` = (all n) - (pass-through) = base + sum m_p, `base = (sum d_p - D) / (n - 1)`; each
+//! difference is clamped at 0 (a policy measured cheaper than the pass-through is noise), so
+//! the marginal costs are `max(0, d_p - base)`.
 
 use serde::{Deserialize, Serialize};
 
@@ -203,11 +204,10 @@ impl CalibrationFile {
             let d: Vec<f64> = alone.iter().map(|e| (get(e) - base_v).max(0.0)).collect();
             let d_all = (get(all) - base_v).max(0.0);
             let sum: f64 = d.iter().sum();
-            let min_d = d.iter().copied().fold(f64::INFINITY, f64::min);
-            let act = ((sum - d_all) / (POLICIES.len() as f64 - 1.0)).clamp(0.0, min_d);
+            let act = ((sum - d_all) / (POLICIES.len() as f64 - 1.0)).max(0.0);
             let mut m = [0.0; 9];
             for (slot, di) in m.iter_mut().zip(&d) {
-                *slot = di - act;
+                *slot = (di - act).max(0.0);
             }
             (base_v, act, m)
         };

@@ -410,3 +410,38 @@ fn selection_through_the_config_runs_the_profile() {
         SimConfig::from_toml_str("version = 1\n[mesh]\nprofile = \"istioo\"\n", "x.toml").is_err()
     );
 }
+
+#[test]
+fn raising_a_policy_cost_in_the_calibration_raises_cpu_and_slowdown() {
+    let trace = meshsim_traces::embedded::load("invitro-example")
+        .unwrap()
+        .unwrap();
+    let trace = Arc::new(trace.window(2).unwrap());
+    let cfg = SimConfig::default();
+    let opts = RunOptions::default();
+    let p = profile("istio", &["jwt"]);
+    let run = |cal: &CalibrationFile| {
+        let inputs = MeshInputs {
+            calibration: cal,
+            xds_sizes: Some(sizes()),
+            record_xds: false,
+        };
+        let r = meshsim_sim::run_profile(trace.clone(), &cfg, &p, inputs, &opts, &mut |_, _| {})
+            .unwrap();
+        let sidecar: f64 = r.node_seconds.iter().map(|n| n.cpu_cores.sidecar).sum();
+        (sidecar, r.summary.slowdown.p50, r.summary.slowdown.p99)
+    };
+    let base = calibration().clone();
+    let mut dear = base.clone();
+    for e in dear.entries.iter_mut().filter(|e| e.policy_set == "jwt") {
+        e.cpu_us_per_request *= 20.0;
+    }
+    let mut cheap = base.clone();
+    for e in cheap.entries.iter_mut().filter(|e| e.policy_set == "jwt") {
+        e.cpu_us_per_request = e.cpu_us_per_request.min(1.0);
+    }
+    let (b, d, c) = (run(&base), run(&dear), run(&cheap));
+    assert!(d.0 > b.0 && b.0 >= c.0, "{c:?} {b:?} {d:?}");
+    assert!(d.1 >= b.1 && d.2 > b.2, "{b:?} {d:?}");
+    assert!(c.1 <= b.1 && c.2 <= b.2, "{c:?} {b:?}");
+}
