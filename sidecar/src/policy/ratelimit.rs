@@ -58,8 +58,9 @@ impl Bucket {
     }
 }
 
-/// A lazily (re)connecting Redis handle: after a failure, no new connection attempt is made
-/// for `backoff`, so an outage costs requests nothing but a lock.
+/// A lazily (re)connecting Redis handle: after a connection failure (refused, reset, protocol
+/// error), no new connection attempt is made for `backoff`, so an outage costs requests
+/// nothing but a lock. A reply slower than the timeout fails only that request.
 pub struct RedisHandle {
     client: Option<redis::Client>,
     timeout: Duration,
@@ -138,13 +139,13 @@ impl RedisHandle {
             .ignore();
         match tokio::time::timeout(self.timeout, pipe.query_async::<(u64,)>(&mut conn)).await {
             Ok(Ok((n,))) => Ok(n),
+            // A slow reply fails this request only: the multiplexed connection is still good,
+            // and dropping it would turn one stall into a back-off window of refusals.
+            Ok(Err(e)) if e.is_timeout() => Err(e.to_string()),
+            Err(_) => Err("redis timeout".into()),
             Ok(Err(e)) => {
                 self.mark_failed();
                 Err(e.to_string())
-            }
-            Err(_) => {
-                self.mark_failed();
-                Err("redis timeout".into())
             }
         }
     }
