@@ -94,6 +94,9 @@ fn soak_all_policies_60s_at_2000rps_rss_flat() {
         redis_url: redis_url(),
         warmup: Duration::from_secs(2),
         request_timeout: Duration::from_secs(10),
+        // Two workers, as Istio's default sidecar concurrency: on a shared 2-core machine a
+        // single thread's fair share can fall below the ~0.3 core this load needs.
+        worker_threads: 2,
         ..Options::default()
     })
     .expect("harness");
