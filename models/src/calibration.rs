@@ -36,6 +36,9 @@ pub const POLICIES: [&str; 9] = [
     "circuit_breaker",
 ];
 
+/// Entries with more failed requests than this are not used by the cost model.
+pub const MAX_ERROR_RATE: f64 = 0.01;
+
 /// The policy set of the proxy without any policy.
 pub const PASS_THROUGH: &str = "pass-through";
 /// The policy set with all nine policies on.
@@ -172,11 +175,12 @@ impl CalibrationFile {
     }
 
     /// The entry of `policy_set` measured at the rate closest to `rate_rps` (ties: the lower
-    /// rate).
+    /// rate), among entries whose error rate is at most [`MAX_ERROR_RATE`] (an overloaded
+    /// point measures the overload, not the policy).
     pub fn entry(&self, policy_set: &str, rate_rps: u64) -> Option<&PolicyCost> {
         self.entries
             .iter()
-            .filter(|e| e.policy_set == policy_set)
+            .filter(|e| e.policy_set == policy_set && e.error_rate <= MAX_ERROR_RATE)
             .min_by_key(|e| (e.rate_rps.abs_diff(rate_rps), e.rate_rps))
     }
 

@@ -12,6 +12,11 @@
 //! - **fitted**: chosen so that the simulator, playing out its mechanisms, reaches a given
 //!   paper measurement; the doc says which measurement and how.
 //!
+//! Besides [`SimConfig`]: [`mesh`] (the mesh profiles, `profiles/mesh/*.toml`, embedded, and
+//! the `[mesh]` selection inside the config), [`calibration`] (the reference sidecar's measured
+//! per-policy costs; shipped file `calibration/reference-2core.toml`) and [`xds_sizes`] (the
+//! schema of `xds-sizes.toml`, encoded Envoy resource sizes).
+//!
 //! Units live in the field names (`_ms`, `_us`, `_ns`, `_s`, `_gib`, `_mib`, `_millicores`).
 //!
 //! ```

@@ -4,7 +4,7 @@
 //! The types mirror that module's schema field for field (the experiments crate writes the
 //! file, this crate reads it); this module does no I/O.
 //!
-//! The simulator's xDS model ([`XdsSizes::response_bytes`]) computes a response's payload as
+//! The simulator's xDS model ([`XdsSizes::sotw_bytes`]) computes a response's payload as
 //! the fitted `intercept + bytes per resource x resource count` of [`PerResource`], with the
 //! counts of [`ScopeCounts`] evaluated at the services a proxy can see.
 

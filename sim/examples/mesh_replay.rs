@@ -29,7 +29,7 @@ fn main() {
     let opts = meshsim_sim::RunOptions {
         seed: 42,
         replication: 0,
-        record_invocations: false,
+        record_invocations: true,
     };
     #[allow(clippy::disallowed_methods)] // an example measures its own wall time
     let t0 = std::time::Instant::now();
@@ -105,6 +105,20 @@ fn main() {
             s.xds.bytes as f64 / 1e6,
             s.xds.payload_bytes.p50
         );
+        if let Some(inv) = &r.invocations {
+            let mut o: Vec<u64> = inv
+                .iter()
+                .filter(|i| i.failure.is_none() && !i.cold)
+                .map(|i| i.overhead_ns)
+                .collect();
+            o.sort_unstable();
+            if !o.is_empty() {
+                println!(
+                    "    warm-invocation overhead (hops + proxy CPU) p50 {:.1} us",
+                    o[o.len() / 2] as f64 / 1e3
+                );
+            }
+        }
         if !s.failures_by_reason.is_empty() {
             println!("    failures {:?}", s.failures_by_reason);
         }

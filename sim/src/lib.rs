@@ -14,6 +14,10 @@
 //! - [`metrics`], [`hist`]: the summary (DESIGN.md's `summary.json` object), per-invocation
 //!   records, per-(node, second) CPU by category and memory, log-bucketed histograms.
 //! - [`coldstart`]: the cold-start microbenchmark.
+//! - [`meshmodel`]: the service-mesh models (issue 5): [`meshmodel::MeshModel`] plays a
+//!   [`meshsim_models::MeshProfile`] (Istio, Linkerd, ambient, the lightweight per-request
+//!   sandbox) with the nine policies and the xDS control plane; [`run_profile`] and
+//!   [`run_configured`] (profile chosen by `cfg.mesh`) run a trace with it.
 //!
 //! Determinism: one root seed; every random draw comes from a named stream
 //! ([`meshsim_traces::rng::stream`]); no wall clock, no hash-map iteration. The digest in
@@ -57,7 +61,9 @@
 //! writes, a readiness gate), about the activator's view of new endpoints, and is told every
 //! pod and endpoint change; through [`mesh::MeshCtx`] it can schedule timers, CPU work on any
 //! node (category `xds` or `sidecar`) and memory changes. [`mesh::NoMesh`] does nothing, and
-//! the summary's `xds` object stays zero.
+//! the summary's `xds` object stays zero. The mesh models' own fits (`pod.injection_webhook_ms`
+//! for the knee with a mesh, `pod.proxy_bootstrap_ms` for the cold start with sidecars) are in
+//! `sim/README.md` and beside the values in `models/profiles/mesh/*.toml`.
 //!
 //! ```
 //! use meshsim_sim::{run, RunOptions};
