@@ -259,7 +259,10 @@ fn getconf(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Measure with default options (the sidecar binary is this executable).
+/// Measure one policy set with default options (the sidecar binary is this executable),
+/// including a direct baseline for the added latency. Builds a fresh [`Harness`] (CA, JWT
+/// key, upstream) per call: to measure many points, build one `Harness` and call
+/// [`Harness::measure_target`] or [`run_suite`].
 pub fn measure(
     policy_set: &PolicySet,
     rate_rps: u64,
