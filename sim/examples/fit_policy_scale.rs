@@ -4,6 +4,7 @@
 //! measured p50 7x (the fitted target) and p95 38.3x (an outcome, not fitted).
 //!
 //! `cargo run --release -p meshsim-sim --example fit_policy_scale [scale...]`
+//! (`MESHSIM_FIT=latency` scales `data_plane.latency_scale` instead: a what-if, not a fit.)
 
 include!("common/mesh.rs");
 
@@ -68,7 +69,12 @@ fn main() {
             .iter()
             .map(|&k| {
                 let mut p = base.clone();
-                p.data_plane.policy_cpu_scale = k;
+                if std::env::var("MESHSIM_FIT").as_deref() == Ok("latency") {
+                    // What-if: scale the non-CPU added latency instead of the policy CPU.
+                    p.data_plane.latency_scale = k;
+                } else {
+                    p.data_plane.policy_cpu_scale = k;
+                }
                 let run = &run;
                 s.spawn(move || (k, run(&p)))
             })
