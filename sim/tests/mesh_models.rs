@@ -337,6 +337,21 @@ fn payload_grows_with_services_for_all_to_all_and_stays_flat_for_minimal() {
     };
     assert!(cds(Scope::AllToAll, 200) > 5 * cds(Scope::AllToAll, 10));
     assert_eq!(cds(Scope::Minimal, 200), cds(Scope::Minimal, 10));
+    // The ingress gateway receives every route: its RDS grows with the services.
+    let gateway_rds = |functions: usize| {
+        let r = simulate(
+            model(&profile("istio", &[]), functions, true),
+            functions,
+            vec![inv(0, 0, 10)],
+        );
+        r.xds_transactions
+            .unwrap()
+            .iter()
+            .find(|t| t.proxy_kind == ProxyKind::Gateway && t.xds_type == XdsType::Rds && !t.ack)
+            .map(|t| t.bytes)
+            .unwrap()
+    };
+    assert!(gateway_rds(200) > 5 * gateway_rds(10));
 }
 
 #[test]
