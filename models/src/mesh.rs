@@ -121,12 +121,12 @@ pub struct DataPlane {
     /// Memory per upstream connection a proxy holds, KiB.
     #[serde(default)]
     pub rss_kib_per_connection: f64,
-    /// Sandbox start per request ([`DataPlaneKind::Sandbox`]), µs.
+    /// Sandbox technology of [`DataPlaneKind::Sandbox`]; sets the boot cost per request.
     #[serde(default)]
-    pub sandbox_boot_us: f64,
-    /// Sandbox technology, for the record (`hyperlight`, `dandelion`, `wasm`).
+    pub sandbox_technology: Option<SandboxTech>,
+    /// Sandbox boot per request, µs, overriding the technology's figure.
     #[serde(default)]
-    pub sandbox_technology: String,
+    pub sandbox_boot_us: Option<f64>,
     /// Per-node L4 proxy CPU per request ([`DataPlaneKind::Ambient`]), µs.
     #[serde(default)]
     pub l4_cpu_us: f64,
@@ -135,7 +135,37 @@ pub struct DataPlane {
     pub l4_rss_mib: f64,
 }
 
+/// Sandbox technology of the per-request sandbox (DESIGN.md, the lightweight sidecar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxTech {
+    /// Hyperlight-like micro-VM: ~2 ms per sandbox.
+    Hyperlight,
+    /// Dandelion-like: < 1 ms per sandbox (taken at its 1 ms bound).
+    Dandelion,
+    /// A WebAssembly instance from a pooling allocator: ~6 µs.
+    Wasm,
+}
+
+impl SandboxTech {
+    /// Boot cost per request, µs (DESIGN.md's figures).
+    pub fn boot_us(self) -> f64 {
+        match self {
+            SandboxTech::Hyperlight => 2000.0,
+            SandboxTech::Dandelion => 1000.0,
+            SandboxTech::Wasm => 6.0,
+        }
+    }
+}
+
 impl DataPlane {
+    /// Sandbox boot per request, µs: the override, else the technology's figure, else 0.
+    pub fn boot_us(&self) -> f64 {
+        self.sandbox_boot_us
+            .or(self.sandbox_technology.map(SandboxTech::boot_us))
+            .unwrap_or(0.0)
+    }
+
     /// `(cpu_scale, latency_scale)` against a calibration's costs: the anchors over the
     /// reference's pass-through figures when set, else the plain factors.
     pub fn scales(&self, costs: &crate::calibration::PolicyCosts) -> (f64, f64) {
@@ -441,7 +471,9 @@ impl MeshProfile {
             0.0,
             1e6,
         )?;
-        c.finite("data_plane.sandbox_boot_us", d.sandbox_boot_us, 0.0, 1e7)?;
+        if let Some(v) = d.sandbox_boot_us {
+            c.finite("data_plane.sandbox_boot_us", v, 0.0, 1e7)?;
+        }
         c.finite("data_plane.l4_cpu_us", d.l4_cpu_us, 0.0, 1e6)?;
         c.finite("data_plane.l4_rss_mib", d.l4_rss_mib, 0.0, 65_536.0)?;
         let p = &self.pod;
@@ -572,10 +604,12 @@ impl MeshProfile {
 pub struct MeshSelection {
     /// A built-in profile name ([`BUILTIN_PROFILES`]).
     pub profile: String,
-    /// Replaces the profile's policy list when set.
+    /// Replaces the profile's policy list when set (ignored by `none`, which has no proxy).
     pub policies: Option<Vec<String>>,
     /// Replaces the profile's config scope when set.
     pub scope: Option<Scope>,
+    /// Replaces the sandbox technology (per-request sandbox profiles) when set.
+    pub sandbox: Option<SandboxTech>,
 }
 
 impl Default for MeshSelection {
@@ -584,6 +618,7 @@ impl Default for MeshSelection {
             profile: "none".into(),
             policies: None,
             scope: None,
+            sandbox: None,
         }
     }
 }
@@ -592,11 +627,19 @@ impl MeshSelection {
     /// The selected profile with the overrides applied.
     pub fn resolve(&self) -> Result<MeshProfile, ConfigError> {
         let mut p = MeshProfile::builtin(&self.profile)?;
-        if let Some(pol) = &self.policies {
+        // A policy list applies to profiles with a data plane (`--mesh all --policies ...`
+        // leaves `none` as it is).
+        if let Some(pol) = &self.policies
+            && p.data_plane.kind != DataPlaneKind::None
+        {
             p = p.with_policies(pol)?;
         }
         if let Some(s) = self.scope {
             p.control_plane.scope = s;
+        }
+        if let Some(t) = self.sandbox {
+            p.data_plane.sandbox_technology = Some(t);
+            p.data_plane.sandbox_boot_us = None;
         }
         p.validate()?;
         Ok(p)
@@ -625,6 +668,13 @@ mod tests {
         assert_eq!(lw.pod.init_container_ms, 0);
         assert_eq!(lw.data_plane.rss_mib, 0.0);
         assert_eq!(lw.control_plane.scope, Scope::Fused);
+        assert_eq!(lw.data_plane.boot_us(), 6.0);
+        let hl = MeshSelection {
+            profile: "lightweight".into(),
+            sandbox: Some(SandboxTech::Hyperlight),
+            ..MeshSelection::default()
+        };
+        assert_eq!(hl.resolve().unwrap().data_plane.boot_us(), 2000.0);
     }
 
     #[test]
@@ -644,9 +694,16 @@ mod tests {
             profile: "istio".into(),
             policies: Some(vec!["mtls".into()]),
             scope: Some(Scope::Minimal),
+            sandbox: None,
         };
         let p = s.resolve().unwrap();
         assert_eq!(p.policy_mask(), 1 << 6);
         assert_eq!(p.control_plane.scope, Scope::Minimal);
+        let none = MeshSelection {
+            profile: "none".into(),
+            policies: Some(vec!["mtls".into()]),
+            ..MeshSelection::default()
+        };
+        assert!(none.resolve().unwrap().policies.is_empty());
     }
 }
