@@ -2,12 +2,13 @@
 //! printed as a table (a measurement, not a pass/fail test; timings on shared machines are noisy,
 //! so each small case reports the best of several runs).
 
-use crate::replay::simulate;
+use crate::replay::{MeshData, scenario_config, simulate};
 use anyhow::Result;
 use clap::Args;
 use meshsim_models::SimConfig;
 use meshsim_sim::RunOptions;
 use meshsim_traces::{SynthConfig, Trace, embedded, synthesize};
+use rayon::prelude::*;
 use std::sync::Arc;
 
 #[derive(Debug, Args)]
@@ -30,7 +31,14 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn case(name: &str, trace: Trace, cfg: &SimConfig, repeat: usize, seed: u64) -> Result<()> {
+fn case(
+    name: &str,
+    trace: Trace,
+    cfg: &SimConfig,
+    data: &MeshData,
+    repeat: usize,
+    seed: u64,
+) -> Result<()> {
     let trace = Arc::new(trace);
     let opts = RunOptions {
         seed,
@@ -40,7 +48,7 @@ fn case(name: &str, trace: Trace, cfg: &SimConfig, repeat: usize, seed: u64) -> 
     let mut best = f64::INFINITY;
     let mut events = 0;
     for _ in 0..repeat.max(1) {
-        let (r, wall) = simulate(&trace, cfg, &opts, name)?;
+        let (r, wall) = simulate(&trace, cfg, data, &opts, false, name)?;
         best = best.min(wall);
         events = r.events;
     }
@@ -71,11 +79,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "peak RSS MiB"
     );
     let cfg = SimConfig::default();
+    let data = MeshData::load(None)?;
     let t250 = embedded::default_trace().window(30)?;
     case(
         "azure-250, 30 min, 10 workers",
-        t250,
+        t250.clone(),
         &cfg,
+        &data,
         a.repeat,
         a.seed,
     )?;
@@ -86,9 +96,40 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "azure-500, 30 min, 10 workers",
         t500,
         &cfg,
+        &data,
         a.repeat,
         a.seed,
     )?;
+    // Every mesh profile on the bundled trace, in parallel across profiles (`replay --mesh all`).
+    let trace = Arc::new(t250);
+    let opts = RunOptions {
+        seed: a.seed,
+        replication: 0,
+        record_invocations: false,
+    };
+    let mut best = f64::INFINITY;
+    let mut events = 0;
+    for _ in 0..a.repeat.max(1) {
+        let start = std::time::Instant::now();
+        let runs = meshsim_models::mesh::BUILTIN_PROFILES
+            .par_iter()
+            .map(|p| {
+                let c = scenario_config(&cfg, p, None)?;
+                simulate(&trace, &c, &data, &opts, false, p).map(|r| r.0.events)
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        best = best.min(start.elapsed().as_secs_f64());
+        events = runs.iter().sum();
+    }
+    crate::outln!(
+        "{:<34} {:>9} {:>12} {:>10.3} {:>10.2} {:>12}",
+        "all 7 mesh profiles, azure-250",
+        trace.invocations() * 7,
+        events,
+        best,
+        events as f64 / best / 1e6,
+        peak_rss_mib().map_or("-".to_owned(), |m| format!("{m:.0}")),
+    );
     if a.large {
         // 10x the 500 sample's 171,558 invocations in 30 minutes.
         let big = synthesize(&SynthConfig {
@@ -104,6 +145,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "synthetic 10x, 30 min, 100 workers",
             big,
             &cfg100,
+            &data,
             1,
             a.seed,
         )?;

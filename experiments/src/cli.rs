@@ -1,8 +1,10 @@
 //! Command-line definition and dispatch.
 
 use crate::bench::{self, BenchArgs};
+use crate::calibrate_cmd::{self, CalibrateArgs};
 use crate::coldstart_cmd::{self, ColdStartArgs};
 use crate::replay::{self, ReplayArgs};
+use crate::reproduce::{self, ReproduceArgs};
 use crate::sweep::{self, MergeArgs, SweepArgs};
 use crate::trace_cmd::{self, TraceCommand};
 use clap::{Parser, Subcommand};
@@ -29,6 +31,12 @@ pub enum Command {
     /// The cold-start microbenchmark: distinct functions each invoked once at fixed cold-start
     /// rates; latency p50/p99 and achieved throughput vs rate (table + figure).
     Coldstart(ColdStartArgs),
+    /// Regenerate the paper's figures: all scenarios x replications, policy ablation, cold-start
+    /// curves, lightweight comparison; figures (PNG + SVG), tables and report.md.
+    Reproduce(ReproduceArgs),
+    /// Measure the reference sidecar live (per-policy CPU, latency, RSS, start-up) into a
+    /// calibration file; `calibrate xds` regenerates the xDS payload sizes from Envoy protos.
+    Calibrate(CalibrateArgs),
     /// Run a grid of replays (any config field, trace, minutes, load scale, x replications) in
     /// parallel into one tidy Parquet table; resumable; --shard i/n for job arrays.
     Sweep(SweepArgs),
@@ -58,6 +66,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Replay(a) => replay::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Calibrate(a) => calibrate_cmd::run(a),
+        Command::Reproduce(a) => reproduce::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Merge(a) => sweep::merge(a),
         Command::Coldstart(a) => coldstart_cmd::run(a),

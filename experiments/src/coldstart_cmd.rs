@@ -4,10 +4,13 @@
 
 use crate::figures::{Chart, Mark, Series, render};
 use crate::output::write_atomic;
-use crate::replay::load_config;
+use crate::replay::{MeshData, load_config, scenario_config, scenario_name};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use meshsim_models::mesh::DataPlaneKind;
 use meshsim_sim::coldstart::{self, ColdStartPoint};
+use meshsim_sim::mesh::{NoMesh, SidecarModel};
+use meshsim_sim::meshmodel::MeshModel;
 use polars::prelude::*;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,9 @@ pub struct ColdStartArgs {
     pub count: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Mesh profile(s) to compare, comma separated (none, istio, linkerd, lightweight, ...).
+    #[arg(long, value_delimiter = ',', default_value = "none,istio")]
+    pub mesh: Vec<String>,
     /// Simulation config (TOML). Defaults to the paper's cluster.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -31,17 +37,32 @@ pub struct ColdStartArgs {
     pub out: PathBuf,
 }
 
-/// Runs the benchmark at every rate (in parallel; results in rate order).
+/// Runs the benchmark at every rate (in parallel; results in rate order) with the mesh selected
+/// by `cfg.mesh`.
 pub fn sweep(
     cfg: &meshsim_models::SimConfig,
+    data: &MeshData,
     rates: &[f64],
     count: usize,
     seed: u64,
 ) -> Result<Vec<ColdStartPoint>> {
+    let profile = cfg.mesh.resolve()?;
     rates
         .par_iter()
         .map(|&r| {
-            coldstart::run(cfg, r, count, seed)
+            let mesh: Box<dyn SidecarModel> = if profile.data_plane.kind == DataPlaneKind::None {
+                Box::new(NoMesh)
+            } else {
+                Box::new(MeshModel::new(
+                    &profile,
+                    cfg,
+                    count,
+                    data.inputs(false),
+                    seed,
+                    0,
+                )?)
+            };
+            coldstart::run_with_mesh(cfg, r, count, seed, mesh)
                 .with_context(|| format!("cold-start benchmark at {r}/s"))
         })
         .collect()
@@ -57,42 +78,58 @@ pub fn run(a: ColdStartArgs) -> Result<()> {
     if a.count == 0 {
         bail!("--count: expected at least 1");
     }
-    let cfg = load_config(a.config.as_deref())?;
-    let points = sweep(&cfg, &a.rates, a.count, a.seed)?;
-    crate::outln!(
-        "{:>10} {:>10} {:>10} {:>12} {:>10}",
-        "rate /s",
-        "p50 s",
-        "p99 s",
-        "achieved /s",
-        "failed"
-    );
-    for p in &points {
+    let base = load_config(a.config.as_deref())?;
+    let data = MeshData::load(None)?;
+    let mut curves = Vec::new();
+    for profile in &a.mesh {
+        let cfg = scenario_config(&base, profile, None)?;
+        let points = sweep(&cfg, &data, &a.rates, a.count, a.seed)?;
+        let name = scenario_name(profile);
+        crate::outln!("{name}:");
         crate::outln!(
-            "{:>10.2} {:>10.3} {:>10.3} {:>12.3} {:>10}",
-            p.rate,
-            p.p50_s,
-            p.p99_s,
-            p.achieved_throughput_per_s,
-            p.failed
+            "{:>10} {:>10} {:>10} {:>12} {:>10}",
+            "rate /s",
+            "p50 s",
+            "p99 s",
+            "achieved /s",
+            "failed"
         );
+        for p in &points {
+            crate::outln!(
+                "{:>10.2} {:>10.3} {:>10.3} {:>12.3} {:>10}",
+                p.rate,
+                p.p50_s,
+                p.p99_s,
+                p.achieved_throughput_per_s,
+                p.failed
+            );
+        }
+        curves.push((name, points));
     }
-    write_table(&a.out, "no-mesh", &points)?;
-    figure(&a.out.join("coldstart"), &[("no-mesh".to_owned(), points)])?;
+    write_table(&a.out, &curves)?;
+    figure(&a.out.join("coldstart"), &curves)?;
     crate::outln!("results in {}", a.out.display());
     Ok(())
 }
 
 /// Writes `coldstart.csv` and `coldstart.parquet`.
-pub fn write_table(out: &Path, scenario: &str, points: &[ColdStartPoint]) -> Result<()> {
+pub fn write_table(out: &Path, curves: &[(String, Vec<ColdStartPoint>)]) -> Result<()> {
+    let points: Vec<&ColdStartPoint> = curves.iter().flat_map(|c| c.1.iter()).collect();
+    let names: Vec<&str> = curves
+        .iter()
+        .flat_map(|c| c.1.iter().map(|_| c.0.as_str()))
+        .collect();
     let n = points.len();
     let f = |name: &str, g: &dyn Fn(&ColdStartPoint) -> f64| {
-        Column::new(name.into(), points.iter().map(g).collect::<Vec<f64>>())
+        Column::new(
+            name.into(),
+            points.iter().map(|p| g(p)).collect::<Vec<f64>>(),
+        )
     };
     let mut df = DataFrame::new(
         n,
         vec![
-            Column::new("scenario".into(), vec![scenario; n]),
+            Column::new("scenario".into(), names),
             f("rate_per_s", &|p| p.rate),
             Column::new(
                 "count".into(),

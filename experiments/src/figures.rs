@@ -65,6 +65,8 @@ pub struct Chart {
     /// Fixed axis ranges (in data units); computed from the data when absent.
     pub x_range: Option<(f64, f64)>,
     pub y_range: Option<(f64, f64)>,
+    /// Categorical x axis: point x = i is labelled `x_categories[i]`.
+    pub x_categories: Option<Vec<String>>,
     pub series: Vec<Series>,
 }
 
@@ -78,6 +80,7 @@ impl Chart {
             y_log: false,
             x_range: None,
             y_range: None,
+            x_categories: None,
             series: Vec::new(),
         }
     }
@@ -206,7 +209,10 @@ fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> R
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing '{}': {e}", c.title);
     let xs = c.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let ys = c.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
-    let (x0, x1) = range(xs, c.x_log, c.x_range);
+    let (x0, x1) = match &c.x_categories {
+        Some(cats) => (-0.5, cats.len().max(1) as f64 - 0.5),
+        None => range(xs, c.x_log, c.x_range),
+    };
     let (y0, y1) = range(ys, c.y_log, c.y_range);
     // On a log axis (drawn as log10 on a linear axis), one label per decade.
     let labels = |log: bool, lo: f64, hi: f64| {
@@ -224,15 +230,31 @@ fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> R
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(err)?;
     let (xl, yl) = (c.x_log, c.y_log);
+    let cats = c.x_categories.clone();
+    let x_fmt = move |v: &f64| match &cats {
+        Some(names) => {
+            let i = v.round();
+            if (v - i).abs() < 0.05 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        }
+        None => tick(*v, xl),
+    };
+    let x_labels = match &c.x_categories {
+        Some(names) => names.len() * 2 + 1,
+        None => labels(c.x_log, x0, x1),
+    };
     chart
         .configure_mesh()
-        .x_labels(labels(c.x_log, x0, x1))
+        .x_labels(x_labels)
         .y_labels(labels(c.y_log, y0, y1))
         .x_desc(&c.x_label)
         .y_desc(&c.y_label)
         .axis_desc_style(("sans-serif", 18))
         .label_style(("sans-serif", 15))
-        .x_label_formatter(&|v| tick(*v, xl))
+        .x_label_formatter(&x_fmt)
         .y_label_formatter(&|v| tick(*v, yl))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()

@@ -5,14 +5,17 @@
 //! (`meshsim-traces`, `meshsim-models`, `meshsim-sim`) do no I/O of their own.
 
 pub mod bench;
+pub mod calibrate_cmd;
 pub mod cli;
 pub mod coldstart_cmd;
 pub mod figures;
 pub mod output;
 pub mod progress;
 pub mod replay;
+pub mod reproduce;
 pub mod sweep;
 pub mod trace_cmd;
+pub mod xds_sizes;
 
 /// `println!` for command output that ends the process quietly when stdout is closed (for
 /// example `meshsim replay | head`), instead of panicking on a broken pipe.

@@ -5,12 +5,14 @@ use crate::figures::{Chart, Mark, Series, cdf_points, render};
 use crate::output::{write_atomic, write_json};
 use crate::progress::Progress;
 use crate::trace_cmd::{DEFAULT_TRACE, load_trace};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use meshsim_models::SimConfig;
+use meshsim_models::{CalibrationFile, SimConfig, XdsSizes};
+use meshsim_sim::meshmodel::MeshInputs;
 use meshsim_sim::{RunOptions, RunResult};
 use meshsim_traces::{Trace, TraceStats};
 use polars::prelude::*;
+use rayon::prelude::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +37,87 @@ pub struct ReplayArgs {
     /// Skip the per-invocation table (memory then stays flat however long the trace).
     #[arg(long)]
     pub no_invocations: bool,
+    /// Mesh profile(s): none, istio, istio-policies, linkerd, linkerd-policies, ambient,
+    /// lightweight; comma separated, or `all`. Overrides the config's [mesh] profile.
+    #[arg(long, value_delimiter = ',')]
+    pub mesh: Vec<String>,
+    /// Policies to enable (replacing the profile's list), comma separated: jwt, port-config,
+    /// authz, rate-limit, tracing, access-log, mtls, retries, circuit-breaker; `none` for none.
+    #[arg(long, value_delimiter = ',')]
+    pub policies: Option<Vec<String>>,
+    /// Calibration file with the reference sidecar's per-policy costs (default: the shipped
+    /// models/calibration/reference-2core.toml).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+}
+
+/// What mesh models read besides the config: per-policy costs and xDS payload sizes.
+#[derive(Debug, Clone)]
+pub struct MeshData {
+    pub calibration: CalibrationFile,
+    pub xds_sizes: XdsSizes,
+}
+
+/// The shipped xDS size table (models/xds-sizes.toml, measured from real Envoy protos).
+const XDS_SIZES: &str = include_str!(concat!(env!("OUT_DIR"), "/xds-sizes.toml"));
+
+impl MeshData {
+    /// The shipped files, or the calibration file at `calibration`.
+    pub fn load(calibration: Option<&Path>) -> Result<MeshData> {
+        let calibration = match calibration {
+            None => CalibrationFile::reference(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading calibration {}", p.display()))?;
+                CalibrationFile::from_toml_str(&text, &p.display().to_string())?
+            }
+        };
+        if XDS_SIZES.is_empty() {
+            bail!(
+                "models/xds-sizes.toml was missing when meshsim was built: run `meshsim calibrate xds` and rebuild"
+            );
+        }
+        let xds_sizes =
+            XdsSizes::from_toml_str(XDS_SIZES).context("the shipped models/xds-sizes.toml")?;
+        Ok(MeshData {
+            calibration,
+            xds_sizes,
+        })
+    }
+
+    pub fn inputs(&self, record_xds: bool) -> MeshInputs<'_> {
+        MeshInputs {
+            calibration: &self.calibration,
+            xds_sizes: Some(&self.xds_sizes),
+            record_xds,
+        }
+    }
+}
+
+/// The scenario name of a mesh profile (`none` is the paper's `no-mesh`).
+pub fn scenario_name(profile: &str) -> String {
+    if profile == "none" {
+        "no-mesh".to_owned()
+    } else {
+        profile.to_owned()
+    }
+}
+
+/// The config of one scenario: `base` with the mesh profile (and policy list) selected.
+pub fn scenario_config(
+    base: &SimConfig,
+    profile: &str,
+    policies: Option<&[String]>,
+) -> Result<SimConfig> {
+    let mut cfg = base.clone();
+    cfg.mesh.profile = profile.to_owned();
+    if let Some(p) = policies {
+        cfg.mesh.policies = Some(p.iter().filter(|x| x.as_str() != "none").cloned().collect());
+    }
+    cfg.mesh
+        .resolve()
+        .with_context(|| format!("mesh profile '{profile}'"))?;
+    Ok(cfg)
 }
 
 /// Reads and validates a config file, or returns the default config.
@@ -78,23 +161,45 @@ pub fn scenario_json(result: &RunResult, wall_s: f64) -> Result<Value> {
     Ok(v)
 }
 
-/// Runs one simulation with a progress bar, timing it.
+/// Runs one simulation (the mesh selected by `cfg.mesh`) with a progress bar, timing it.
 pub fn simulate(
     trace: &Arc<Trace>,
     cfg: &SimConfig,
+    data: &MeshData,
     opts: &RunOptions,
+    record_xds: bool,
     label: &str,
 ) -> Result<(RunResult, f64)> {
     let progress = Progress::new(trace.invocations(), label);
     let start = std::time::Instant::now();
-    let result = meshsim_sim::run(trace.clone(), cfg, opts, &mut |done, _| progress.set(done))?;
+    let result = meshsim_sim::run_configured(
+        trace.clone(),
+        cfg,
+        data.inputs(record_xds),
+        opts,
+        &mut |done, _| progress.set(done),
+    )
+    .with_context(|| format!("simulating {label}"))?;
     let wall = start.elapsed().as_secs_f64();
     progress.finish();
     Ok((result, wall))
 }
 
 pub fn run(a: ReplayArgs) -> Result<()> {
-    let cfg = load_config(a.config.as_deref())?;
+    let base = load_config(a.config.as_deref())?;
+    let data = MeshData::load(a.calibration.as_deref())?;
+    let profiles: Vec<String> = match a.mesh.as_slice() {
+        [] => vec![base.mesh.profile.clone()],
+        [one] if one == "all" => meshsim_models::mesh::BUILTIN_PROFILES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        many => many.to_vec(),
+    };
+    let configs = profiles
+        .iter()
+        .map(|p| scenario_config(&base, p, a.policies.as_deref()))
+        .collect::<Result<Vec<_>>>()?;
     let full = load_trace(&a.trace)?;
     let trace = Arc::new(full.window(a.minutes)?);
     let opts = RunOptions {
@@ -102,56 +207,89 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         replication: 0,
         record_invocations: !a.no_invocations,
     };
-    let (result, wall) = simulate(&trace, &cfg, &opts, "replay")?;
+    let results = configs
+        .par_iter()
+        .zip(&profiles)
+        .map(|(cfg, p)| simulate(&trace, cfg, &data, &opts, true, &scenario_name(p)))
+        .collect::<Result<Vec<_>>>()?;
 
-    let scenario = "no-mesh";
-    let summary = json!({
-        "schema": 1,
-        "seed": a.seed,
-        "trace": trace_json(&trace),
-        "scenarios": { scenario: scenario_json(&result, wall)? },
-    });
+    let mut scenarios = serde_json::Map::new();
+    for (p, (r, wall)) in profiles.iter().zip(&results) {
+        scenarios.insert(scenario_name(p), scenario_json(r, *wall)?);
+    }
+    let summary =
+        json!({ "schema": 1, "seed": a.seed, "trace": trace_json(&trace), "scenarios": scenarios });
     write_json(&a.out.join("summary.json"), &summary)?;
+    let total_wall: f64 = results.iter().map(|r| r.1).sum();
+    let digest = results.iter().fold(0u64, |h, (r, _)| {
+        meshsim_traces::rng::splitmix64(h ^ r.digest)
+    });
+    let events = results.iter().map(|(r, _)| r.events).sum();
     write_run_json(
         &a.out,
-        &cfg,
+        &configs,
+        &base,
         a.seed,
         &trace,
-        wall,
-        result.digest,
-        result.events,
+        total_wall,
+        digest,
+        events,
+        a.calibration.as_deref(),
     )?;
-    write_node_seconds(&a.out.join("node_seconds.parquet"), scenario, &result)?;
-    if let Some(inv) = &result.invocations {
-        write_invocations(&a.out.join("invocations.parquet"), scenario, &trace, inv)?;
-        let slowdowns: Vec<f64> = inv
+    let named: Vec<(String, &RunResult)> = profiles
+        .iter()
+        .map(|p| scenario_name(p))
+        .zip(results.iter().map(|r| &r.0))
+        .collect();
+    write_node_seconds(&a.out.join("node_seconds.parquet"), &named)?;
+    write_xds(&a.out.join("xds_transactions.parquet"), &named)?;
+    if !a.no_invocations {
+        write_invocations(&a.out.join("invocations.parquet"), &trace, &named)?;
+        let series: Vec<(String, Vec<f64>)> = named
             .iter()
-            .filter(|r| r.failure.is_none())
-            .map(|r| r.slowdown)
+            .map(|(n, r)| {
+                let inv = r.invocations.as_deref().unwrap_or(&[]);
+                (
+                    n.clone(),
+                    inv.iter()
+                        .filter(|x| x.failure.is_none())
+                        .map(|x| x.slowdown)
+                        .collect(),
+                )
+            })
             .collect();
-        slowdown_cdf(
-            &a.out.join("slowdown_cdf"),
-            &[(scenario.to_owned(), slowdowns)],
-        )?;
+        slowdown_cdf(&a.out.join("slowdown_cdf"), &series)?;
     }
-    print_summary(&a.out, scenario, &result, wall);
+    for ((name, r), (_, wall)) in named.iter().zip(&results) {
+        print_summary(name, r, *wall);
+    }
+    crate::outln!("results in {}", a.out.display());
     Ok(())
 }
 
 /// Writes `run.json`: what produced the results.
+#[allow(clippy::too_many_arguments)]
 pub fn write_run_json(
     out: &Path,
-    cfg: &SimConfig,
+    scenario_configs: &[SimConfig],
+    base: &SimConfig,
     seed: u64,
     trace: &Trace,
     wall_s: f64,
     digest: u64,
     events: u64,
+    calibration: Option<&Path>,
 ) -> Result<()> {
+    let scenarios: serde_json::Map<String, Value> = scenario_configs
+        .iter()
+        .map(|c| (scenario_name(&c.mesh.profile), json!({ "config_hash": config_hash(c), "mesh": serde_json::to_value(&c.mesh).unwrap_or(Value::Null) })))
+        .collect();
     let run = json!({
         "seed": seed,
-        "config": serde_json::to_value(cfg)?,
-        "config_hash": config_hash(cfg),
+        "config": serde_json::to_value(base)?,
+        "config_hash": config_hash(base),
+        "scenarios": scenarios,
+        "calibration": calibration.map_or_else(|| "models/calibration/reference-2core.toml (shipped)".to_owned(), |p| p.display().to_string()),
         "git_revision": env!("MESHSIM_GIT_REV"),
         "meshsim_version": env!("CARGO_PKG_VERSION"),
         "trace": trace.source,
@@ -164,7 +302,7 @@ pub fn write_run_json(
     write_json(&out.join("run.json"), &run)
 }
 
-fn print_summary(out: &Path, scenario: &str, r: &RunResult, wall: f64) {
+fn print_summary(scenario: &str, r: &RunResult, wall: f64) {
     let s = &r.summary;
     crate::outln!(
         "{scenario}: {} invocations, {} completed, {} failed, {} cold starts",
@@ -199,7 +337,6 @@ fn print_summary(out: &Path, scenario: &str, r: &RunResult, wall: f64) {
         wall,
         r.events as f64 / wall.max(1e-9) / 1e6
     );
-    crate::outln!("results in {}", out.display());
 }
 
 fn write_parquet(path: &Path, mut df: DataFrame) -> Result<()> {
@@ -211,89 +348,73 @@ fn write_parquet(path: &Path, mut df: DataFrame) -> Result<()> {
     write_atomic(path, &buf)
 }
 
-/// The per-invocation table.
-pub fn write_invocations(
-    path: &Path,
-    scenario: &str,
-    trace: &Trace,
-    inv: &[meshsim_sim::InvocationRecord],
-) -> Result<()> {
-    let n = inv.len();
-    let s = |v: f64| v;
+/// The per-invocation table, all scenarios.
+pub fn write_invocations(path: &Path, trace: &Trace, runs: &[(String, &RunResult)]) -> Result<()> {
+    let rows: Vec<(&str, &meshsim_sim::InvocationRecord)> = runs
+        .iter()
+        .flat_map(|(name, r)| {
+            r.invocations
+                .iter()
+                .flatten()
+                .map(move |x| (name.as_str(), x))
+        })
+        .collect();
+    let n = rows.len();
+    let ms = |name: &str, f: &dyn Fn(&meshsim_sim::InvocationRecord) -> u64| {
+        Column::new(
+            name.into(),
+            rows.iter()
+                .map(|(_, r)| f(r) as f64 / 1e6)
+                .collect::<Vec<f64>>(),
+        )
+    };
     let df = DataFrame::new(
         n,
         vec![
-            Column::new("scenario".into(), vec![scenario; n]),
+            Column::new(
+                "scenario".into(),
+                rows.iter().map(|r| r.0).collect::<Vec<&str>>(),
+            ),
             Column::new(
                 "function".into(),
-                inv.iter().map(|r| r.function).collect::<Vec<u32>>(),
+                rows.iter().map(|(_, r)| r.function).collect::<Vec<u32>>(),
             ),
             Column::new(
                 "function_hash".into(),
-                inv.iter()
-                    .map(|r| trace.functions[r.function as usize].hash_function.as_str())
+                rows.iter()
+                    .map(|(_, r)| trace.functions[r.function as usize].hash_function.as_str())
                     .collect::<Vec<&str>>(),
             ),
             Column::new(
                 "arrival_s".into(),
-                inv.iter()
-                    .map(|r| s(r.arrival_ns as f64 / 1e9))
+                rows.iter()
+                    .map(|(_, r)| r.arrival_ns as f64 / 1e9)
                     .collect::<Vec<f64>>(),
             ),
-            Column::new(
-                "exec_ms".into(),
-                inv.iter()
-                    .map(|r| r.exec_ns as f64 / 1e6)
-                    .collect::<Vec<f64>>(),
-            ),
-            Column::new(
-                "end_to_end_ms".into(),
-                inv.iter()
-                    .map(|r| r.end_to_end_ns as f64 / 1e6)
-                    .collect::<Vec<f64>>(),
-            ),
+            ms("exec_ms", &|r| r.exec_ns),
+            ms("end_to_end_ms", &|r| r.end_to_end_ns),
             Column::new(
                 "slowdown".into(),
-                inv.iter().map(|r| r.slowdown).collect::<Vec<f64>>(),
+                rows.iter().map(|(_, r)| r.slowdown).collect::<Vec<f64>>(),
             ),
             Column::new(
                 "cold".into(),
-                inv.iter().map(|r| r.cold).collect::<Vec<bool>>(),
+                rows.iter().map(|(_, r)| r.cold).collect::<Vec<bool>>(),
             ),
             Column::new(
                 "node".into(),
-                inv.iter()
-                    .map(|r| r.node.map(u32::from))
+                rows.iter()
+                    .map(|(_, r)| r.node.map(u32::from))
                     .collect::<Vec<Option<u32>>>(),
             ),
-            Column::new(
-                "queue_ms".into(),
-                inv.iter()
-                    .map(|r| r.queue_ns as f64 / 1e6)
-                    .collect::<Vec<f64>>(),
-            ),
-            Column::new(
-                "cold_start_ms".into(),
-                inv.iter()
-                    .map(|r| r.cold_start_ns as f64 / 1e6)
-                    .collect::<Vec<f64>>(),
-            ),
-            Column::new(
-                "contention_ms".into(),
-                inv.iter()
-                    .map(|r| r.contention_ns as f64 / 1e6)
-                    .collect::<Vec<f64>>(),
-            ),
-            Column::new(
-                "overhead_ms".into(),
-                inv.iter()
-                    .map(|r| r.overhead_ns as f64 / 1e6)
-                    .collect::<Vec<f64>>(),
-            ),
+            ms("queue_ms", &|r| r.queue_ns),
+            ms("cold_start_ms", &|r| r.cold_start_ns),
+            ms("contention_ms", &|r| r.contention_ns),
+            ms("overhead_ms", &|r| r.overhead_ns),
             Column::new(
                 "failure".into(),
-                inv.iter()
-                    .map(|r| r.failure.map(|f| f.as_str()))
+                rows.iter()
+                    .map(|(_, r)| r.failure.map(|f| f.as_str()))
                     .collect::<Vec<Option<&str>>>(),
             ),
         ],
@@ -301,28 +422,41 @@ pub fn write_invocations(
     write_parquet(path, df)
 }
 
-/// The per-second, per-node table: CPU cores by category and memory.
-pub fn write_node_seconds(path: &Path, scenario: &str, r: &RunResult) -> Result<()> {
-    let ns = &r.node_seconds;
-    let n = ns.len();
+/// The per-second, per-node table, all scenarios: CPU cores by category and memory.
+pub fn write_node_seconds(path: &Path, runs: &[(String, &RunResult)]) -> Result<()> {
+    let rows: Vec<(&str, &meshsim_sim::NodeSecond)> = runs
+        .iter()
+        .flat_map(|(name, r)| r.node_seconds.iter().map(move |x| (name.as_str(), x)))
+        .collect();
+    let n = rows.len();
     let col = |name: &str, f: &dyn Fn(&meshsim_sim::NodeSecond) -> f64| {
-        Column::new(name.into(), ns.iter().map(f).collect::<Vec<f64>>())
+        Column::new(
+            name.into(),
+            rows.iter().map(|(_, x)| f(x)).collect::<Vec<f64>>(),
+        )
     };
     let df = DataFrame::new(
         n,
         vec![
-            Column::new("scenario".into(), vec![scenario; n]),
+            Column::new(
+                "scenario".into(),
+                rows.iter().map(|r| r.0).collect::<Vec<&str>>(),
+            ),
             Column::new(
                 "second".into(),
-                ns.iter().map(|x| x.second).collect::<Vec<u32>>(),
+                rows.iter().map(|(_, x)| x.second).collect::<Vec<u32>>(),
             ),
             Column::new(
                 "node".into(),
-                ns.iter().map(|x| u32::from(x.node)).collect::<Vec<u32>>(),
+                rows.iter()
+                    .map(|(_, x)| u32::from(x.node))
+                    .collect::<Vec<u32>>(),
             ),
             Column::new(
                 "control_plane".into(),
-                ns.iter().map(|x| x.control_plane).collect::<Vec<bool>>(),
+                rows.iter()
+                    .map(|(_, x)| x.control_plane)
+                    .collect::<Vec<bool>>(),
             ),
             col("cpu_function_cores", &|x| x.cpu_cores.function),
             col("cpu_queue_proxy_cores", &|x| x.cpu_cores.queue_proxy),
@@ -334,6 +468,66 @@ pub fn write_node_seconds(path: &Path, scenario: &str, r: &RunResult) -> Result<
             col("cpu_system_cores", &|x| x.cpu_cores.system),
             col("cpu_total_cores", &|x| x.cpu_cores.total()),
             col("memory_gib", &|x| x.memory_gib),
+        ],
+    )?;
+    write_parquet(path, df)
+}
+
+/// The xDS transaction table, all scenarios: time, receiver, type, direction, bytes.
+pub fn write_xds(path: &Path, runs: &[(String, &RunResult)]) -> Result<()> {
+    let rows: Vec<(&str, &meshsim_sim::mesh::XdsTransaction)> = runs
+        .iter()
+        .flat_map(|(name, r)| {
+            r.xds_transactions
+                .iter()
+                .flatten()
+                .map(move |x| (name.as_str(), x))
+        })
+        .collect();
+    let n = rows.len();
+    let df = DataFrame::new(
+        n,
+        vec![
+            Column::new(
+                "scenario".into(),
+                rows.iter().map(|r| r.0).collect::<Vec<&str>>(),
+            ),
+            Column::new(
+                "time_s".into(),
+                rows.iter()
+                    .map(|(_, x)| x.time_ns as f64 / 1e9)
+                    .collect::<Vec<f64>>(),
+            ),
+            Column::new(
+                "proxy".into(),
+                rows.iter().map(|(_, x)| x.proxy).collect::<Vec<u32>>(),
+            ),
+            Column::new(
+                "receiver".into(),
+                rows.iter()
+                    .map(|(_, x)| format!("{:?}", x.proxy_kind).to_lowercase())
+                    .collect::<Vec<String>>(),
+            ),
+            Column::new(
+                "node".into(),
+                rows.iter()
+                    .map(|(_, x)| u32::from(x.node))
+                    .collect::<Vec<u32>>(),
+            ),
+            Column::new(
+                "type".into(),
+                rows.iter()
+                    .map(|(_, x)| x.xds_type.as_str())
+                    .collect::<Vec<&str>>(),
+            ),
+            Column::new(
+                "ack".into(),
+                rows.iter().map(|(_, x)| x.ack).collect::<Vec<bool>>(),
+            ),
+            Column::new(
+                "bytes".into(),
+                rows.iter().map(|(_, x)| x.bytes).collect::<Vec<u64>>(),
+            ),
         ],
     )?;
     write_parquet(path, df)

@@ -13,6 +13,7 @@
 //!
 //! [axes]                         # each axis: a dotted config field, or a special axis
 //! "cluster.workers" = [5, 10, 20]
+//! "mesh.profile" = ["none", "istio", "linkerd"]
 //! load_scale = [0.5, 1.0]        # special: multiplies every per-minute count
 //! # trace = ["embedded:azure-100", "embedded:azure-250"]   # special
 //! # minutes = [10, 30]                                     # special
@@ -32,7 +33,7 @@
 
 use crate::output::write_atomic;
 use crate::progress::Progress;
-use crate::replay::load_config;
+use crate::replay::{MeshData, load_config};
 use crate::trace_cmd::{DEFAULT_TRACE, load_trace};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
@@ -65,6 +66,9 @@ pub struct Grid {
     /// Base config file, relative to the grid file.
     #[serde(default)]
     pub base: Option<PathBuf>,
+    /// Calibration file (per-policy costs), relative to the grid file; default: the shipped one.
+    #[serde(default)]
+    pub calibration: Option<PathBuf>,
     #[serde(default)]
     pub axes: BTreeMap<String, Vec<toml::Value>>,
 }
@@ -117,8 +121,12 @@ impl Grid {
             .with_context(|| format!("reading grid {}", path.display()))?;
         let mut grid: Grid =
             toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
         if let Some(base) = &grid.base {
-            grid.base = Some(path.parent().unwrap_or(Path::new(".")).join(base));
+            grid.base = Some(dir.join(base));
+        }
+        if let Some(c) = &grid.calibration {
+            grid.calibration = Some(dir.join(c));
         }
         grid.validate()
             .with_context(|| format!("grid {}", path.display()))?;
@@ -440,6 +448,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
         }
     }
 
+    let data = MeshData::load(grid.calibration.as_deref())?;
     let progress = Progress::new(pending.len() as u64, "sweep");
     let failures = Mutex::new(Vec::new());
     let work = || {
@@ -453,7 +462,13 @@ pub fn run(a: SweepArgs) -> Result<()> {
                     replication: p.replication,
                     record_invocations: false,
                 };
-                let result = meshsim_sim::run(trace.clone(), &cfg, &opts, &mut |_, _| {})?;
+                let result = meshsim_sim::run_configured(
+                    trace.clone(),
+                    &cfg,
+                    data.inputs(false),
+                    &opts,
+                    &mut |_, _| {},
+                )?;
                 let summary = serde_json::to_value(&result.summary)?;
                 let mut df = point_frame(&grid, p, grid.seed, &summary)?;
                 write_atomic(&dir.join(p.file_name()), &parquet_bytes(&mut df)?)

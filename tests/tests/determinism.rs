@@ -13,6 +13,9 @@ fn replay_into(out: &Path, seed: u64, minutes: u32) {
         config: None,
         out: out.to_path_buf(),
         no_invocations: false,
+        mesh: vec!["all".to_owned()],
+        policies: None,
+        calibration: None,
     })
     .unwrap_or_else(|e| panic!("replay --seed {seed} --minutes {minutes} failed: {e:#}"));
 }

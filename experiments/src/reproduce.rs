@@ -1,0 +1,649 @@
+//! `meshsim reproduce`: every scenario of the paper on the bundled trace, its figures, and
+//! `report.md` with headline numbers (mean and 95 % confidence interval over replications).
+//!
+//! Runs, all in parallel (rayon) and each deterministic:
+//! - the six scenarios `no-mesh`, `istio`, `istio-policies`, `linkerd`, `linkerd-policies`,
+//!   `lightweight`, plus `ambient` for the lightweight comparison, times `--replications`
+//!   (replication r uses the named streams of (seed, r));
+//! - the policy ablation on istio: each policy alone and all-but-one (replication 0);
+//! - the cold-start benchmark at 0.5..3 cold starts/s without a mesh and with istio.
+
+use crate::coldstart_cmd;
+use crate::figures::{Chart, Mark, Series, cdf_points, render};
+use crate::output::write_atomic;
+use crate::progress::Progress;
+use crate::replay::{
+    MeshData, load_config, scenario_config, scenario_json, slowdown_cdf, trace_json,
+    write_invocations, write_node_seconds, write_xds,
+};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use meshsim_models::SimConfig;
+use meshsim_models::calibration::POLICIES;
+use meshsim_sim::mesh::ProxyKind;
+use meshsim_sim::{RunOptions, RunResult};
+use rayon::prelude::*;
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The paper's scenarios (Fig. 1) and the profile each runs.
+pub const SCENARIOS: [(&str, &str); 7] = [
+    ("no-mesh", "none"),
+    ("istio", "istio"),
+    ("istio-policies", "istio-policies"),
+    ("linkerd", "linkerd"),
+    ("linkerd-policies", "linkerd-policies"),
+    ("lightweight", "lightweight"),
+    ("ambient", "ambient"),
+];
+
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// Output directory (figures, tables, report.md).
+    #[arg(long, default_value = "results/reproduce")]
+    pub out: PathBuf,
+    /// Replications per scenario (different seeds) for the confidence intervals.
+    #[arg(long, default_value_t = 3)]
+    pub replications: u32,
+    /// Trace (directory or `embedded:<name>`).
+    #[arg(long, default_value = crate::trace_cmd::DEFAULT_TRACE)]
+    pub trace: String,
+    #[arg(long, default_value_t = 30)]
+    pub minutes: u32,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Base simulation config (TOML); the mesh profile is set per scenario.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Calibration file (default: the shipped one).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Cold starts per rate in the cold-start benchmark.
+    #[arg(long, default_value_t = 200)]
+    pub coldstart_count: usize,
+}
+
+struct Job {
+    scenario: String,
+    cfg: SimConfig,
+    replication: u32,
+    detail: bool,
+}
+
+/// Mean and half-width of the 95 % confidence interval (Student t) of `v`.
+pub fn mean_ci95(v: &[f64]) -> (f64, Option<f64>) {
+    let n = v.len();
+    let mean = v.iter().sum::<f64>() / n.max(1) as f64;
+    if n < 2 {
+        return (mean, None);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    // Two-sided 97.5 % quantiles of Student's t for 1..=30 degrees of freedom, then normal.
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    let t = T.get(n - 2).copied().unwrap_or(1.96);
+    (mean, Some(t * (var / n as f64).sqrt()))
+}
+
+fn metric(v: &Value, path: &str) -> f64 {
+    path.split('.')
+        .fold(v, |v, k| &v[k])
+        .as_f64()
+        .unwrap_or(f64::NAN)
+}
+
+pub fn run(a: ReproduceArgs) -> Result<()> {
+    if a.replications == 0 {
+        bail!("--replications: expected at least 1");
+    }
+    let wall = std::time::Instant::now();
+    let base = load_config(a.config.as_deref())?;
+    let data = MeshData::load(a.calibration.as_deref())?;
+    let trace = Arc::new(crate::trace_cmd::load_trace(&a.trace)?.window(a.minutes)?);
+
+    let mut jobs = Vec::new();
+    for (name, profile) in SCENARIOS {
+        let cfg = scenario_config(&base, profile, None)?;
+        for r in 0..a.replications {
+            jobs.push(Job {
+                scenario: name.to_owned(),
+                cfg: cfg.clone(),
+                replication: r,
+                detail: r == 0,
+            });
+        }
+    }
+    let all: Vec<String> = POLICIES.iter().map(|s| s.to_string()).collect();
+    for p in POLICIES {
+        let alone = vec![p.to_owned()];
+        let but: Vec<String> = all.iter().filter(|x| x.as_str() != p).cloned().collect();
+        jobs.push(Job {
+            scenario: format!("only:{p}"),
+            cfg: scenario_config(&base, "istio", Some(&alone))?,
+            replication: 0,
+            detail: false,
+        });
+        jobs.push(Job {
+            scenario: format!("all-but:{p}"),
+            cfg: scenario_config(&base, "istio", Some(&but))?,
+            replication: 0,
+            detail: false,
+        });
+    }
+
+    let progress = Progress::new(jobs.len() as u64, "reproduce");
+    let results: Vec<(RunResult, f64)> = jobs
+        .par_iter()
+        .map(|j| {
+            let opts = RunOptions {
+                seed: a.seed,
+                replication: j.replication,
+                record_invocations: j.detail,
+            };
+            let start = std::time::Instant::now();
+            let r = meshsim_sim::run_configured(
+                trace.clone(),
+                &j.cfg,
+                data.inputs(j.detail),
+                &opts,
+                &mut |_, _| {},
+            )
+            .with_context(|| format!("scenario {} replication {}", j.scenario, j.replication));
+            progress.inc(1);
+            r.map(|r| (r, start.elapsed().as_secs_f64()))
+        })
+        .collect::<Result<_>>()?;
+    progress.finish();
+
+    let rates = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0];
+    let cs_none = coldstart_cmd::sweep(
+        &scenario_config(&base, "none", None)?,
+        &data,
+        &rates,
+        a.coldstart_count,
+        a.seed,
+    )?;
+    let cs_istio = coldstart_cmd::sweep(
+        &scenario_config(&base, "istio", None)?,
+        &data,
+        &rates,
+        a.coldstart_count,
+        a.seed,
+    )?;
+
+    let out = &a.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // Replication 0 of each scenario: the detailed tables and the figures.
+    let detail: Vec<(String, &RunResult)> = jobs
+        .iter()
+        .zip(&results)
+        .filter(|(j, _)| j.detail)
+        .map(|(j, r)| (j.scenario.clone(), &r.0))
+        .collect();
+    write_invocations(&out.join("invocations.parquet"), &trace, &detail)?;
+    write_node_seconds(&out.join("node_seconds.parquet"), &detail)?;
+    write_xds(&out.join("xds_transactions.parquet"), &detail)?;
+
+    let mut figures = Vec::new();
+    let fig1: Vec<(String, Vec<f64>)> = detail
+        .iter()
+        .filter(|(n, _)| n != "ambient")
+        .map(|(n, r)| {
+            (
+                n.clone(),
+                r.invocations
+                    .iter()
+                    .flatten()
+                    .filter(|x| x.failure.is_none())
+                    .map(|x| x.slowdown)
+                    .collect(),
+            )
+        })
+        .collect();
+    slowdown_cdf(&out.join("fig1_slowdown_cdf"), &fig1)?;
+    figures.push((
+        "fig1_slowdown_cdf",
+        "Fig. 1: per-invocation slowdown CDF per scenario (log x).",
+    ));
+    fig3(&out.join("fig3_node_utilisation"), &detail, &base)?;
+    figures.push(("fig3_node_utilisation", "Fig. 3: CDFs over (node, second) samples of CPU and memory, workers and the control-plane node."));
+    fig4(&out.join("fig4_xds_over_time"), &detail)?;
+    figures.push(("fig4_xds_over_time", "Fig. 4: xDS transactions per second over time, with cold starts per second (istio, istio-policies)."));
+    fig5(&out.join("fig5_xds_payload_cdf"), &detail)?;
+    figures.push(("fig5_xds_payload_cdf", "Fig. 5: CDF of xDS payload sizes (responses), by receiver: sidecars vs the ingress gateway (istio-policies)."));
+    coldstart_cmd::figure(
+        &out.join("coldstart"),
+        &[
+            ("no-mesh".to_owned(), cs_none.clone()),
+            ("istio".to_owned(), cs_istio.clone()),
+        ],
+    )?;
+    figures.push(("coldstart", "Cold-start latency (p50, p99) and achieved throughput vs offered cold-start rate, without a mesh and with istio sidecars."));
+
+    // Summaries per (scenario, replication).
+    let summaries: Vec<(String, u32, Value)> = jobs
+        .iter()
+        .zip(&results)
+        .map(|(j, (r, w))| Ok((j.scenario.clone(), j.replication, scenario_json(r, *w)?)))
+        .collect::<Result<_>>()?;
+    ablation(&out.join("policy_ablation"), &summaries)?;
+    figures.push(("policy_ablation", "Policy ablation on istio: slowdown p95 and worker CPU with each policy alone and with all but one."));
+    lightweight(&out.join("lightweight_comparison"), &summaries)?;
+    figures.push(("lightweight_comparison", "The lightweight sidecar against istio, linkerd and ambient: slowdown, CPU, memory, cold start, control-plane load (mean over replications)."));
+
+    let summary = json!({
+        "schema": 1, "seed": a.seed, "trace": trace_json(&trace),
+        "scenarios": summaries.iter().filter(|s| s.1 == 0).map(|s| (s.0.clone(), s.2.clone())).collect::<serde_json::Map<_, _>>(),
+    });
+    crate::output::write_json(&out.join("summary.json"), &summary)?;
+    let report = report_md(
+        &a,
+        &summaries,
+        &figures,
+        &cs_none,
+        &cs_istio,
+        wall.elapsed().as_secs_f64(),
+    );
+    write_atomic(&out.join("report.md"), report.as_bytes())?;
+    crate::outln!(
+        "{} runs + 2 cold-start curves in {:.1} s; report in {}",
+        jobs.len(),
+        wall.elapsed().as_secs_f64(),
+        out.join("report.md").display()
+    );
+    Ok(())
+}
+
+fn fig3(stem: &Path, detail: &[(String, &RunResult)], cfg: &SimConfig) -> Result<()> {
+    let mut charts = [
+        Chart::new(
+            "Worker CPU",
+            "CPU used per worker (cores)",
+            "CDF over (worker, second)",
+        ),
+        Chart::new(
+            "Worker memory",
+            "memory used per worker (GiB)",
+            "CDF over (worker, second)",
+        ),
+        Chart::new(
+            "Control-plane CPU",
+            "CPU used on the control-plane node (cores)",
+            "CDF over seconds",
+        ),
+        Chart::new(
+            "Control-plane memory",
+            "memory used on the control-plane node (GiB)",
+            "CDF over seconds",
+        ),
+    ];
+    let _ = cfg;
+    for (name, r) in detail.iter().filter(|(n, _)| n != "ambient") {
+        let pick = |cp: bool, f: &dyn Fn(&meshsim_sim::NodeSecond) -> f64| -> Vec<f64> {
+            r.node_seconds
+                .iter()
+                .filter(|x| x.control_plane == cp)
+                .map(f)
+                .collect()
+        };
+        let vals = [
+            pick(false, &|x| x.cpu_cores.total()),
+            pick(false, &|x| x.memory_gib),
+            pick(true, &|x| x.cpu_cores.total()),
+            pick(true, &|x| x.memory_gib),
+        ];
+        for (c, v) in charts.iter_mut().zip(vals) {
+            c.series.push(Series {
+                name: name.clone(),
+                points: cdf_points(&v, 1000),
+                mark: Mark::Line,
+            });
+        }
+    }
+    for c in &mut charts {
+        c.y_range = Some((0.0, 1.0));
+    }
+    render(stem, &charts, 2)?;
+    Ok(())
+}
+
+fn per_second(times_s: impl Iterator<Item = f64>, horizon: usize) -> Vec<(f64, f64)> {
+    let mut buckets = vec![0u64; horizon.max(1)];
+    for t in times_s {
+        let i = (t.max(0.0) as usize).min(buckets.len() - 1);
+        buckets[i] += 1;
+    }
+    buckets
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (i as f64, c as f64))
+        .collect()
+}
+
+fn fig4(stem: &Path, detail: &[(String, &RunResult)]) -> Result<()> {
+    let mut xds = Chart::new(
+        "xDS transactions over time",
+        "time (s)",
+        "xDS transactions per second",
+    );
+    let mut cold = Chart::new(
+        "Cold starts over time",
+        "time (s)",
+        "cold starts per second",
+    );
+    for (name, r) in detail
+        .iter()
+        .filter(|(n, _)| n == "istio" || n == "istio-policies")
+    {
+        let horizon = r
+            .node_seconds
+            .iter()
+            .map(|x| x.second as usize + 1)
+            .max()
+            .unwrap_or(1);
+        let tx = r
+            .xds_transactions
+            .iter()
+            .flatten()
+            .map(|x| x.time_ns as f64 / 1e9);
+        xds.series.push(Series {
+            name: name.clone(),
+            points: per_second(tx, horizon),
+            mark: Mark::Line,
+        });
+        let cs = r
+            .invocations
+            .iter()
+            .flatten()
+            .filter(|x| x.cold)
+            .map(|x| x.arrival_ns as f64 / 1e9);
+        cold.series.push(Series {
+            name: name.clone(),
+            points: per_second(cs, horizon),
+            mark: Mark::Line,
+        });
+    }
+    render(stem, &[xds, cold], 1)?;
+    Ok(())
+}
+
+fn fig5(stem: &Path, detail: &[(String, &RunResult)]) -> Result<()> {
+    let mut c = Chart::new(
+        "xDS payload sizes",
+        "payload (bytes)",
+        "CDF over xDS responses",
+    );
+    c.x_log = true;
+    c.y_range = Some((0.0, 1.0));
+    if let Some((_, r)) = detail.iter().find(|(n, _)| n == "istio-policies") {
+        let sizes = |gw: bool| -> Vec<f64> {
+            r.xds_transactions
+                .iter()
+                .flatten()
+                .filter(|x| !x.ack && (x.proxy_kind == ProxyKind::Gateway) == gw)
+                .map(|x| x.bytes as f64)
+                .collect()
+        };
+        c.series.push(Series {
+            name: "sidecars".into(),
+            points: cdf_points(&sizes(false), 2000),
+            mark: Mark::Line,
+        });
+        c.series.push(Series {
+            name: "ingress gateway".into(),
+            points: cdf_points(&sizes(true), 2000),
+            mark: Mark::Line,
+        });
+    }
+    render(stem, &[c], 1)?;
+    Ok(())
+}
+
+fn ablation(stem: &Path, summaries: &[(String, u32, Value)]) -> Result<()> {
+    let rep0 = |name: &str| {
+        summaries
+            .iter()
+            .find(|s| s.0 == name && s.1 == 0)
+            .map(|s| &s.2)
+    };
+    let cats: Vec<String> = POLICIES.iter().map(|s| s.to_string()).collect();
+    let mut slow = Chart::new(
+        "Policy ablation: slowdown p95",
+        "policy",
+        "slowdown p95 (x)",
+    );
+    let mut cpu = Chart::new(
+        "Policy ablation: worker CPU p95",
+        "policy",
+        "worker CPU p95 (cores)",
+    );
+    slow.x_categories = Some(cats.clone());
+    cpu.x_categories = Some(cats);
+    for (label, prefix) in [
+        ("this policy alone", "only:"),
+        ("all but this policy", "all-but:"),
+    ] {
+        let pts = |m: &str| -> Vec<(f64, f64)> {
+            POLICIES
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| {
+                    rep0(&format!("{prefix}{p}")).map(|v| (i as f64, metric(v, m)))
+                })
+                .collect()
+        };
+        slow.series.push(Series {
+            name: label.into(),
+            points: pts("slowdown.p95"),
+            mark: Mark::Points,
+        });
+        cpu.series.push(Series {
+            name: label.into(),
+            points: pts("worker_cpu_cores.p95"),
+            mark: Mark::Points,
+        });
+    }
+    for (name, scen) in [
+        ("no policies (istio)", "istio"),
+        ("all nine (istio-policies)", "istio-policies"),
+    ] {
+        if let Some(v) = rep0(scen) {
+            let n = POLICIES.len() as f64;
+            slow.series.push(Series {
+                name: name.into(),
+                points: vec![
+                    (-0.4, metric(v, "slowdown.p95")),
+                    (n - 0.6, metric(v, "slowdown.p95")),
+                ],
+                mark: Mark::Line,
+            });
+            cpu.series.push(Series {
+                name: name.into(),
+                points: vec![
+                    (-0.4, metric(v, "worker_cpu_cores.p95")),
+                    (n - 0.6, metric(v, "worker_cpu_cores.p95")),
+                ],
+                mark: Mark::Line,
+            });
+        }
+    }
+    render(stem, &[slow, cpu], 1)?;
+    Ok(())
+}
+
+const COMPARED: [&str; 4] = ["istio", "linkerd", "ambient", "lightweight"];
+const COMPARED_METRICS: [(&str, &str); 6] = [
+    ("slowdown.p50", "slowdown p50 (x)"),
+    ("slowdown.p95", "slowdown p95 (x)"),
+    ("worker_cpu_cores.p95", "worker CPU p95 (cores)"),
+    ("worker_mem_gib.p95", "worker memory p95 (GiB)"),
+    ("cold_start_s.p50", "cold start p50 (s)"),
+    ("cp_cpu_cores.p95", "control-plane CPU p95 (cores)"),
+];
+
+fn lightweight(stem: &Path, summaries: &[(String, u32, Value)]) -> Result<()> {
+    let cats: Vec<String> = COMPARED.iter().map(|s| s.to_string()).collect();
+    let charts: Vec<Chart> = COMPARED_METRICS
+        .iter()
+        .map(|(m, label)| {
+            let mut c = Chart::new(label, "mesh", label);
+            c.x_categories = Some(cats.clone());
+            let mean: Vec<(f64, f64)> = COMPARED
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let v: Vec<f64> = summaries
+                        .iter()
+                        .filter(|x| x.0 == *s)
+                        .map(|x| metric(&x.2, m))
+                        .collect();
+                    (i as f64, mean_ci95(&v).0)
+                })
+                .collect();
+            c.series.push(Series {
+                name: String::new(),
+                points: mean,
+                mark: Mark::Points,
+            });
+            c
+        })
+        .collect();
+    render(stem, &charts, 3)?;
+    Ok(())
+}
+
+fn report_md(
+    a: &ReproduceArgs,
+    summaries: &[(String, u32, Value)],
+    figures: &[(&str, &str)],
+    cs_none: &[meshsim_sim::coldstart::ColdStartPoint],
+    cs_istio: &[meshsim_sim::coldstart::ColdStartPoint],
+    wall_s: f64,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# meshsim reproduce\n");
+    let _ = writeln!(
+        s,
+        "Trace `{}`, first {} minutes; seed {}; {} replication(s) per scenario (replication r uses the \
+         named random streams of (seed, r)); shipped calibration unless `--calibration` was given. \
+         Produced by `meshsim reproduce` (git {}) in {:.1} s wall.\n",
+        a.trace,
+        a.minutes,
+        a.seed,
+        a.replications,
+        env!("MESHSIM_GIT_REV"),
+        wall_s
+    );
+    let _ = writeln!(
+        s,
+        "## Headline numbers\n\nMean ± half-width of the 95 % confidence interval (Student t) over replications.\n"
+    );
+    let cols = [
+        ("slowdown.p50", "slowdown p50"),
+        ("slowdown.p95", "slowdown p95"),
+        ("slowdown.p99", "slowdown p99"),
+        ("cold_start_s.p50", "cold start p50 (s)"),
+        ("failure_rate", "failure rate"),
+        ("worker_cpu_cores.p95", "worker CPU p95 (cores)"),
+        ("worker_mem_gib.p95", "worker mem p95 (GiB)"),
+        ("cp_cpu_cores.p95", "CP CPU p95 (cores)"),
+        ("xds.transactions", "xDS transactions"),
+    ];
+    let _ = writeln!(
+        s,
+        "| scenario | {} |",
+        cols.iter().map(|c| c.1).collect::<Vec<_>>().join(" | ")
+    );
+    let _ = writeln!(s, "|---|{}", "---|".repeat(cols.len()));
+    for (name, _) in SCENARIOS {
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|(m, _)| {
+                let v: Vec<f64> = summaries
+                    .iter()
+                    .filter(|x| x.0 == name)
+                    .map(|x| metric(&x.2, m))
+                    .collect();
+                match mean_ci95(&v) {
+                    (mean, Some(h)) => format!("{} ± {}", fmt(mean), fmt(h)),
+                    (mean, None) => fmt(mean),
+                }
+            })
+            .collect();
+        let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
+    }
+    let ratio = |scen: &str, m: &str| {
+        let v = |n: &str| {
+            mean_ci95(
+                &summaries
+                    .iter()
+                    .filter(|x| x.0 == n)
+                    .map(|x| metric(&x.2, m))
+                    .collect::<Vec<_>>(),
+            )
+            .0
+        };
+        v(scen) / v("no-mesh")
+    };
+    let _ = writeln!(
+        s,
+        "\nistio-policies vs no-mesh: slowdown p50 {:.2}x, p95 {:.2}x (the paper measured 7x and 38.3x on its cluster).\n",
+        ratio("istio-policies", "slowdown.p50"),
+        ratio("istio-policies", "slowdown.p95")
+    );
+    let _ = writeln!(
+        s,
+        "## Cold starts\n\n| rate (1/s) | no-mesh p50 (s) | no-mesh achieved (1/s) | istio p50 (s) | istio achieved (1/s) |\n|---|---|---|---|---|"
+    );
+    for (n, i) in cs_none.iter().zip(cs_istio) {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            n.rate, n.p50_s, n.achieved_throughput_per_s, i.p50_s, i.achieved_throughput_per_s
+        );
+    }
+    let _ = writeln!(s, "\n## Figures\n");
+    for (stem, caption) in figures {
+        let _ = writeln!(
+            s,
+            "### {stem}\n\n{caption} ([SVG]({stem}.svg))\n\n![{stem}]({stem}.png)\n"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "## Tables\n\n`summary.json` (replication 0 of every run, DESIGN's schema), `invocations.parquet`, \
+         `node_seconds.parquet`, `xds_transactions.parquet` (replication 0 of each scenario)."
+    );
+    s
+}
+
+fn fmt(x: f64) -> String {
+    if !x.is_finite() {
+        "-".to_owned()
+    } else if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mean_ci95;
+
+    #[test]
+    fn confidence_interval_of_known_samples() {
+        let (m, h) = mean_ci95(&[1.0, 2.0, 3.0]);
+        assert_eq!(m, 2.0);
+        // s = 1, n = 3, t(2) = 4.303: 4.303 / sqrt(3)
+        assert!((h.unwrap() - 4.303 / 3f64.sqrt()).abs() < 1e-9);
+        assert_eq!(mean_ci95(&[5.0]), (5.0, None));
+    }
+}

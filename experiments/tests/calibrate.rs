@@ -1,0 +1,61 @@
+//! `meshsim calibrate` end to end: the real sidecar and Redis on loopback, a short run per point,
+//! and the file it writes read back with the simulator's schema. CI starts Redis (see .ci/run);
+//! without it the rate-limit point fails, and so does this test.
+
+use std::process::Command;
+
+#[test]
+fn short_live_calibration_writes_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cal.toml");
+    let o = Command::new(env!("CARGO_BIN_EXE_meshsim"))
+        .env("CI", "1")
+        .args([
+            "calibrate",
+            "--duration",
+            "0.3",
+            "--rates",
+            "200",
+            "--no-nginx",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let cal = meshsim_models::CalibrationFile::from_toml_str(&text, "cal.toml").unwrap();
+    // Pass-through, each of the nine policies alone, and all nine, at the one rate.
+    for set in ["pass-through", "mtls", "all-nine"] {
+        let e = cal
+            .entry(set, 200)
+            .unwrap_or_else(|| panic!("no entry for {set}"));
+        assert!(e.cpu_us_per_request > 0.0, "{set}: {e:?}");
+        assert!(e.rss_kib > 0, "{set}: {e:?}");
+    }
+    assert_eq!(
+        cal.entries.len(),
+        11,
+        "{:?}",
+        cal.entries
+            .iter()
+            .map(|e| &e.policy_set)
+            .collect::<Vec<_>>()
+    );
+    assert!(cal.machine.cores >= 1 && !cal.measured_at.is_empty());
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let o = Command::new(env!("CARGO_BIN_EXE_meshsim"))
+        .args(["calibrate", "--rates", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--rates"));
+}
