@@ -187,10 +187,14 @@ fn range(points: impl Iterator<Item = f64>, log: bool, fixed: Option<(f64, f64)>
     }
 }
 
-fn tick(v: f64, log: bool) -> String {
+fn tick(v: f64, log: bool, span: f64) -> String {
     let x = if log { 10f64.powf(v) } else { v };
     let a = x.abs();
-    if a == 0.0 {
+    if !log && span > 0.0 && span < 1.0 && a >= 1.0 {
+        // A narrow range far from zero: enough decimals to tell the ticks apart.
+        let decimals = (-(span / 10.0).log10()).ceil().clamp(0.0, 8.0) as usize;
+        format!("{x:.decimals$}")
+    } else if a == 0.0 {
         "0".to_owned()
     } else if !(1e-3..1e5).contains(&a) {
         format!("{x:.0e}")
@@ -240,7 +244,7 @@ fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> R
                 String::new()
             }
         }
-        None => tick(*v, xl),
+        None => tick(*v, xl, x1 - x0),
     };
     let x_labels = match &c.x_categories {
         Some(names) => names.len() * 2 + 1,
@@ -255,7 +259,7 @@ fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> R
         .axis_desc_style(("sans-serif", 18))
         .label_style(("sans-serif", 15))
         .x_label_formatter(&x_fmt)
-        .y_label_formatter(&|v| tick(*v, yl))
+        .y_label_formatter(&|v| tick(*v, yl, y1 - y0))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
@@ -269,10 +273,12 @@ fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> R
             })
             .map(|&(x, y)| (axis(x, xl), axis(y, yl)))
             .collect();
+        // Thick polylines draw miter spikes at sharp corners: dense series get a 1 px line.
+        let width = if pts.len() > 300 { 1 } else { 2 };
         let style = ShapeStyle {
             color: color.to_rgba(),
             filled: true,
-            stroke_width: 2,
+            stroke_width: width,
         };
         let anno = match s.mark {
             Mark::Line => chart

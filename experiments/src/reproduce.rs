@@ -231,8 +231,14 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         .zip(&results)
         .map(|(j, (r, w))| Ok((j.scenario.clone(), j.replication, scenario_json(r, *w)?)))
         .collect::<Result<_>>()?;
-    ablation(&out.join("policy_ablation"), &summaries)?;
-    figures.push(("policy_ablation", "Policy ablation on istio: slowdown p95 and worker CPU with each policy alone and with all but one."));
+    let mean_worker_cpu: Vec<(String, f64)> = jobs
+        .iter()
+        .zip(&results)
+        .filter(|(j, _)| j.replication == 0)
+        .map(|(j, (r, _))| (j.scenario.clone(), mean_worker_cores(r)))
+        .collect();
+    ablation(&out.join("policy_ablation"), &summaries, &mean_worker_cpu)?;
+    figures.push(("policy_ablation", "Policy ablation on istio: slowdown p95 and mean CPU in use on all workers, with each policy alone and with all but one."));
     lightweight(&out.join("lightweight_comparison"), &summaries)?;
     figures.push(("lightweight_comparison", "The lightweight sidecar against istio, linkerd and ambient: slowdown, CPU, memory, cold start, control-plane load (mean over replications)."));
 
@@ -404,7 +410,16 @@ fn fig5(stem: &Path, detail: &[(String, &RunResult)]) -> Result<()> {
     Ok(())
 }
 
-fn ablation(stem: &Path, summaries: &[(String, u32, Value)]) -> Result<()> {
+/// Mean CPU cores in use on all workers together over the run.
+fn mean_worker_cores(r: &RunResult) -> f64 {
+    let w: Vec<&meshsim_sim::NodeSecond> =
+        r.node_seconds.iter().filter(|x| !x.control_plane).collect();
+    let seconds = w.iter().map(|x| x.second).max().map_or(1, |s| s + 1);
+    w.iter().map(|x| x.cpu_cores.total()).sum::<f64>() / f64::from(seconds)
+}
+
+fn ablation(stem: &Path, summaries: &[(String, u32, Value)], cpu: &[(String, f64)]) -> Result<()> {
+    let cpu_of = |name: &str| cpu.iter().find(|c| c.0 == name).map(|c| c.1);
     let rep0 = |name: &str| {
         summaries
             .iter()
@@ -418,9 +433,9 @@ fn ablation(stem: &Path, summaries: &[(String, u32, Value)]) -> Result<()> {
         "slowdown p95 (x)",
     );
     let mut cpu = Chart::new(
-        "Policy ablation: worker CPU p95",
+        "Policy ablation: CPU on all workers",
         "policy",
-        "worker CPU p95 (cores)",
+        "mean CPU in use, all workers (cores)",
     );
     slow.x_categories = Some(cats.clone());
     cpu.x_categories = Some(cats);
@@ -442,9 +457,14 @@ fn ablation(stem: &Path, summaries: &[(String, u32, Value)]) -> Result<()> {
             points: pts("slowdown.p95"),
             mark: Mark::Points,
         });
+        let cpu_pts: Vec<(f64, f64)> = POLICIES
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| cpu_of(&format!("{prefix}{p}")).map(|v| (i as f64, v)))
+            .collect();
         cpu.series.push(Series {
             name: label.into(),
-            points: pts("worker_cpu_cores.p95"),
+            points: cpu_pts,
             mark: Mark::Points,
         });
     }
@@ -462,14 +482,13 @@ fn ablation(stem: &Path, summaries: &[(String, u32, Value)]) -> Result<()> {
                 ],
                 mark: Mark::Line,
             });
-            cpu.series.push(Series {
-                name: name.into(),
-                points: vec![
-                    (-0.4, metric(v, "worker_cpu_cores.p95")),
-                    (n - 0.6, metric(v, "worker_cpu_cores.p95")),
-                ],
-                mark: Mark::Line,
-            });
+            if let Some(c) = cpu_of(scen) {
+                cpu.series.push(Series {
+                    name: name.into(),
+                    points: vec![(-0.4, c), (n - 0.6, c)],
+                    mark: Mark::Line,
+                });
+            }
         }
     }
     render(stem, &[slow, cpu], 1)?;
