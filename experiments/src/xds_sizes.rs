@@ -2921,7 +2921,7 @@ fn time_calls(f: &dyn Fn(), sample: StdDuration, repetitions: u32) -> (f64, u64)
     f();
     let once = start.elapsed().max(StdDuration::from_micros(1));
     let iterations = (sample.as_nanos() / once.as_nanos()).max(1) as u64;
-    let samples: Vec<f64> = (0..repetitions.max(1))
+    let fastest = (0..repetitions.max(1))
         .map(|_| {
             let start = Instant::now();
             for _ in 0..iterations {
@@ -2929,8 +2929,7 @@ fn time_calls(f: &dyn Fn(), sample: StdDuration, repetitions: u32) -> (f64, u64)
             }
             start.elapsed().as_nanos() as f64 / iterations as f64
         })
-        .collect();
-    let fastest = samples.iter().copied().fold(f64::INFINITY, f64::min);
+        .fold(f64::INFINITY, f64::min);
     (fastest, iterations)
 }
 
