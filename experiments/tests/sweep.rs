@@ -44,7 +44,7 @@ fn sharded_then_merged_equals_unsharded() {
     let d = tempfile::tempdir().unwrap();
     let g = grid(
         d.path(),
-        "\"cluster.workers\" = [2, 4, 8]\n\"cluster.cores_per_node\" = [2, 4, 10]",
+        "\"cluster.workers\" = [2, 4, 8]\n\"mesh.profile\" = [\"none\", \"istio\", \"linkerd\"]",
     );
     let whole = d.path().join("whole");
     ok(&["sweep", "--grid", &g, "--out", whole.to_str().unwrap()]);
@@ -85,7 +85,7 @@ fn sharded_then_merged_equals_unsharded() {
         "replication",
         "seed",
         "cluster.workers",
-        "cluster.cores_per_node",
+        "mesh.profile",
         "metric",
         "value",
     ] {
