@@ -13,9 +13,9 @@ fn short_live_calibration_writes_a_valid_file() {
         .args([
             "calibrate",
             "--duration",
-            "0.3",
+            "1",
             "--rates",
-            "200",
+            "1000",
             "--no-nginx",
             "--out",
             out.to_str().unwrap(),
@@ -34,7 +34,7 @@ fn short_live_calibration_writes_a_valid_file() {
     // comes from /proc in 10 ms ticks: 1000 requests at tens of µs each span several ticks.)
     for set in ["pass-through", "mtls", "all-nine"] {
         let e = cal
-            .entry(set, 200)
+            .entry(set, 1000)
             .unwrap_or_else(|| panic!("no entry for {set}"));
         assert!(e.cpu_us_per_request > 0.0, "{set}: {e:?}");
         assert!(e.rss_kib > 0, "{set}: {e:?}");
