@@ -6,7 +6,13 @@
 //!   `lightweight`, plus `ambient` for the lightweight comparison, times `--replications`
 //!   (replication r uses the named streams of (seed, r));
 //! - the policy ablation on istio: each policy alone and all-but-one (replication 0);
-//! - the cold-start benchmark at 0.5..3 cold starts/s without a mesh and with istio.
+//! - the cold-start benchmark at 0.5..3 cold starts/s without a mesh and with istio;
+//! - the tipping-point study: no-mesh, istio, istio-policies, linkerd and lightweight at six
+//!   API-server write capacities around the fitted one, times `--replications`.
+//!
+//! The base config is InVitro's deployment shape (`models/profiles/invitro-knative.toml`:
+//! container concurrency 1, target utilisation 100 %, activator always on the path), because
+//! InVitro is the load generator the paper's Knative cluster ran; `--config` replaces it.
 
 use crate::coldstart_cmd;
 use crate::figures::{Chart, Mark, Series, cdf_points, render};
@@ -54,7 +60,9 @@ pub struct ReproduceArgs {
     pub minutes: u32,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Base simulation config (TOML); the mesh profile is set per scenario.
+    /// Base simulation config (TOML); the mesh profile is set per scenario. Default: Knative
+    /// as InVitro (the paper's load generator) deploys functions,
+    /// `models/profiles/invitro-knative.toml`.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Calibration file (default: the shipped one).
@@ -63,6 +71,30 @@ pub struct ReproduceArgs {
     /// Cold starts per rate in the cold-start benchmark.
     #[arg(long, default_value_t = 200)]
     pub coldstart_count: usize,
+}
+
+/// The profiles of the tipping-point study (scenario name, mesh profile).
+const TIP_PROFILES: [(&str, &str); 5] = [
+    ("no-mesh", "none"),
+    ("istio", "istio"),
+    ("istio-policies", "istio-policies"),
+    ("linkerd", "linkerd"),
+    ("lightweight", "lightweight"),
+];
+
+/// API-server write capacities (writes/s) of the tipping-point study, around the fitted 25/s
+/// (10 writes per cold start at the paper's 2.5 cold starts/s knee).
+const TIP_WRITES: [u32; 6] = [20, 25, 27, 30, 35, 50];
+
+/// The base config of `reproduce`: the given file, or InVitro's deployment shape.
+fn reproduce_base(path: Option<&Path>) -> Result<SimConfig> {
+    match path {
+        Some(_) => load_config(path),
+        None => Ok(SimConfig::from_toml_str(
+            include_str!("../../models/profiles/invitro-knative.toml"),
+            "models/profiles/invitro-knative.toml",
+        )?),
+    }
 }
 
 struct Job {
@@ -102,7 +134,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         bail!("--replications: expected at least 1");
     }
     let wall = std::time::Instant::now();
-    let base = load_config(a.config.as_deref())?;
+    let base = reproduce_base(a.config.as_deref())?;
     let data = MeshData::load(a.calibration.as_deref())?;
     let trace = Arc::new(crate::trace_cmd::load_trace(&a.trace)?.window(a.minutes)?);
 
@@ -134,6 +166,21 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
             replication: 0,
             detail: false,
         });
+    }
+    for w in TIP_WRITES {
+        let mut b = base.clone();
+        b.kubernetes.api_writes_per_s = f64::from(w);
+        for (name, profile) in TIP_PROFILES {
+            let cfg = scenario_config(&b, profile, None)?;
+            for r in 0..a.replications {
+                jobs.push(Job {
+                    scenario: tip_name(name, w),
+                    cfg: cfg.clone(),
+                    replication: r,
+                    detail: false,
+                });
+            }
+        }
     }
 
     let progress = Progress::new(jobs.len() as u64, "reproduce");
@@ -241,6 +288,17 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
     figures.push(("policy_ablation", "Policy ablation on istio: slowdown p95 and mean CPU in use on all workers, with each policy alone and with all but one."));
     lightweight(&out.join("lightweight_comparison"), &summaries)?;
     figures.push(("lightweight_comparison", "The lightweight sidecar against istio, linkerd and ambient: slowdown, CPU, memory, cold start, control-plane load (mean over replications)."));
+    let tipping = tipping_table(&summaries);
+    write_atomic(
+        &out.join("tipping_point.csv"),
+        tipping_csv(&tipping).as_bytes(),
+    )?;
+    tipping_figure(
+        &out.join("tipping_point"),
+        &tipping,
+        base.kubernetes.api_writes_per_s,
+    )?;
+    figures.push(("tipping_point", "Tipping point: slowdown p50 and p95 of each mesh relative to no-mesh (same seed and replication) against the API server's write capacity; geometric mean over replications, the dashed line is the fitted capacity."));
 
     let summary = json!({
         "schema": 1, "seed": a.seed, "trace": trace_json(&trace),
@@ -251,8 +309,8 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         &a,
         &summaries,
         &figures,
-        &cs_none,
-        &cs_istio,
+        (&cs_none, &cs_istio),
+        (&tipping, base.kubernetes.api_writes_per_s),
         wall.elapsed().as_secs_f64(),
     );
     write_atomic(&out.join("report.md"), report.as_bytes())?;
@@ -536,12 +594,133 @@ fn lightweight(stem: &Path, summaries: &[(String, u32, Value)]) -> Result<()> {
     Ok(())
 }
 
+fn tip_name(scenario: &str, writes: u32) -> String {
+    format!("tip:{scenario}:{writes}")
+}
+
+/// One cell of the tipping-point study: a mesh at one API-server capacity, with the per-
+/// replication ratios of its slowdown percentiles to no-mesh's (same seed and replication).
+struct TipCell {
+    scenario: &'static str,
+    writes: u32,
+    p50: Vec<f64>,
+    p95: Vec<f64>,
+    failure_rate: Vec<f64>,
+}
+
+fn tipping_table(summaries: &[(String, u32, Value)]) -> Vec<TipCell> {
+    let find = |name: &str, r: u32| summaries.iter().find(|s| s.0 == name && s.1 == r);
+    let mut cells = Vec::new();
+    for w in TIP_WRITES {
+        for (name, _) in TIP_PROFILES {
+            let mut c = TipCell {
+                scenario: name,
+                writes: w,
+                p50: Vec::new(),
+                p95: Vec::new(),
+                failure_rate: Vec::new(),
+            };
+            for s in summaries.iter().filter(|s| s.0 == tip_name(name, w)) {
+                let Some(base) = find(&tip_name("no-mesh", w), s.1) else {
+                    continue;
+                };
+                c.p50
+                    .push(metric(&s.2, "slowdown.p50") / metric(&base.2, "slowdown.p50"));
+                c.p95
+                    .push(metric(&s.2, "slowdown.p95") / metric(&base.2, "slowdown.p95"));
+                c.failure_rate.push(metric(&s.2, "failure_rate"));
+            }
+            cells.push(c);
+        }
+    }
+    cells
+}
+
+/// Geometric mean (ratios), NaN when empty.
+fn geo_mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+fn tipping_csv(cells: &[TipCell]) -> String {
+    let mut s = String::from(
+        "scenario,api_writes_per_s,replication,slowdown_p50_ratio,slowdown_p95_ratio,failure_rate\n",
+    );
+    for c in cells {
+        for (r, ((p50, p95), f)) in c.p50.iter().zip(&c.p95).zip(&c.failure_rate).enumerate() {
+            let _ = writeln!(s, "{},{},{r},{p50},{p95},{f}", c.scenario, c.writes);
+        }
+    }
+    s
+}
+
+fn tipping_figure(stem: &Path, cells: &[TipCell], fitted: f64) -> Result<()> {
+    let charts: Vec<Chart> = [
+        ("p50", "slowdown p50 vs no-mesh (x)"),
+        ("p95", "slowdown p95 vs no-mesh (x)"),
+    ]
+    .iter()
+    .map(|(which, label)| {
+        let mut c = Chart::new(
+            &format!("Slowdown {which} relative to no-mesh"),
+            "API server write capacity (writes/s)",
+            label,
+        );
+        c.y_log = true;
+        for (name, _) in TIP_PROFILES.iter().skip(1) {
+            let points = cells
+                .iter()
+                .filter(|x| x.scenario == *name)
+                .map(|x| {
+                    let v = if *which == "p50" { &x.p50 } else { &x.p95 };
+                    (f64::from(x.writes), geo_mean(v))
+                })
+                .filter(|p| p.1.is_finite() && p.1 > 0.0)
+                .collect();
+            c.series.push(Series {
+                name: (*name).to_owned(),
+                points,
+                mark: Mark::LinePoints,
+            });
+        }
+        let ys: Vec<f64> = c
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .collect();
+        let (lo, hi) = min_max(&ys);
+        if lo.is_finite() && hi.is_finite() {
+            c.series.push(Series {
+                name: "fitted capacity".to_owned(),
+                points: vec![(fitted, lo.min(1.0)), (fitted, hi.max(1.0))],
+                mark: Mark::Line,
+            });
+        }
+        c
+    })
+    .collect();
+    render(stem, &charts, 2)?;
+    Ok(())
+}
+
 fn report_md(
     a: &ReproduceArgs,
     summaries: &[(String, u32, Value)],
     figures: &[(&str, &str)],
-    cs_none: &[meshsim_sim::coldstart::ColdStartPoint],
-    cs_istio: &[meshsim_sim::coldstart::ColdStartPoint],
+    (cs_none, cs_istio): (
+        &[meshsim_sim::coldstart::ColdStartPoint],
+        &[meshsim_sim::coldstart::ColdStartPoint],
+    ),
+    (tipping, fitted_writes): (&[TipCell], f64),
     wall_s: f64,
 ) -> String {
     let mut s = String::new();
@@ -626,6 +805,45 @@ fn report_md(
             n.rate, n.p50_s, n.achieved_throughput_per_s, i.p50_s, i.achieved_throughput_per_s
         );
     }
+    let _ = writeln!(
+        s,
+        "\n## Tipping point\n\nThe same scenarios at other API-server write capacities (the fitted \
+         value is {:.0} writes/s). Each cell: geometric mean of the per-replication ratio to \
+         no-mesh (same seed and replication), with the range over replications; failure rate in \
+         brackets. Near the tip the outcome depends on the seed: a burst that outlasts the \
+         control plane's spare capacity makes cold starts wait, waiting requests ask for more \
+         pods (one request per pod), and those pods' writes lengthen the wait.\n",
+        fitted_writes
+    );
+    let _ = writeln!(
+        s,
+        "| scenario | {} |\n|---|{}",
+        TIP_WRITES
+            .iter()
+            .map(|w| format!("{w}/s: p50 | {w}/s: p95"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(2 * TIP_WRITES.len())
+    );
+    for (name, _) in TIP_PROFILES.iter().skip(1) {
+        let cells: Vec<String> = TIP_WRITES
+            .iter()
+            .filter_map(|w| {
+                tipping
+                    .iter()
+                    .find(|c| c.scenario == *name && c.writes == *w)
+            })
+            .map(|c| {
+                let one = |v: &[f64]| {
+                    let (lo, hi) = min_max(v);
+                    format!("{} ({}-{})", fmt(geo_mean(v)), fmt(lo), fmt(hi))
+                };
+                let fail = c.failure_rate.iter().sum::<f64>() / c.failure_rate.len().max(1) as f64;
+                format!("{} | {} [{:.1} %]", one(&c.p50), one(&c.p95), 100.0 * fail)
+            })
+            .collect();
+        let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
+    }
     let _ = writeln!(s, "\n## Figures\n");
     for (stem, caption) in figures {
         let _ = writeln!(
@@ -636,7 +854,8 @@ fn report_md(
     let _ = writeln!(
         s,
         "## Tables\n\n`summary.json` (replication 0 of every run, DESIGN's schema), `invocations.parquet`, \
-         `node_seconds.parquet`, `xds_transactions.parquet` (replication 0 of each scenario)."
+         `node_seconds.parquet`, `xds_transactions.parquet` (replication 0 of each scenario), \
+         `tipping_point.csv` (every replication of the tipping-point study)."
     );
     s
 }
