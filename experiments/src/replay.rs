@@ -41,8 +41,9 @@ pub struct ReplayArgs {
     /// lightweight; comma separated, or `all`. Overrides the config's [mesh] profile.
     #[arg(long, value_delimiter = ',')]
     pub mesh: Vec<String>,
-    /// Policies to enable (replacing the profile's list), comma separated: jwt, port-config,
-    /// authz, rate-limit, tracing, access-log, mtls, retries, circuit-breaker; `none` for none.
+    /// Policies to enable (replacing the profile's list), comma separated: jwt, ports, authz,
+    /// rate_limit, tracing, access_log, mtls, retry, circuit_breaker (`-` may replace `_`);
+    /// `none` for none.
     #[arg(long, value_delimiter = ',')]
     pub policies: Option<Vec<String>>,
     /// Calibration file with the reference sidecar's per-policy costs (default: the shipped
@@ -112,7 +113,12 @@ pub fn scenario_config(
     let mut cfg = base.clone();
     cfg.mesh.profile = profile.to_owned();
     if let Some(p) = policies {
-        cfg.mesh.policies = Some(p.iter().filter(|x| x.as_str() != "none").cloned().collect());
+        cfg.mesh.policies = Some(
+            p.iter()
+                .filter(|x| x.as_str() != "none")
+                .map(|x| x.replace('-', "_"))
+                .collect(),
+        );
     }
     cfg.mesh
         .resolve()

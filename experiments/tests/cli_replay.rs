@@ -106,3 +106,58 @@ fn bad_config_names_the_field() {
     assert!(err.contains("workerz"), "{err}");
     assert!(!dir.path().join("o/summary.json").exists());
 }
+
+#[test]
+fn policies_flag_takes_the_names_its_help_lists_and_rejects_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = String::from_utf8_lossy(&meshsim(&["replay", "--help"]).stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let listed = help
+        .split("comma separated: jwt,")
+        .nth(1)
+        .and_then(|s| s.split("(`-`").next())
+        .expect("the --policies help lists the policy names");
+    let mut names = vec!["jwt".to_owned()];
+    names.extend(
+        listed
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty()),
+    );
+    assert_eq!(names.len(), 9, "{help}");
+    for name in names
+        .iter()
+        .map(String::as_str)
+        .chain(["rate-limit", "access-log"])
+    {
+        let out = dir.path().join(name);
+        let o = meshsim(&[
+            "replay",
+            "--trace",
+            "embedded:azure-100",
+            "--minutes",
+            "1",
+            "--mesh",
+            "istio",
+            "--policies",
+            name,
+            "--no-invocations",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "--policies {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = meshsim(&["replay", "--mesh", "istio", "--policies", "firewall"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("firewall") && err.contains("allowed jwt"),
+        "{err}"
+    );
+}
