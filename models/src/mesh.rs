@@ -103,6 +103,14 @@ pub struct DataPlane {
     /// calibration's pass-through added p99 latency.
     #[serde(default)]
     pub anchor_latency_p99_us: Option<f64>,
+    /// A published per-proxy added latency of a request without policies (both directions,
+    /// network traversal included), µs. When set, only the part of the pass-through CPU that
+    /// fits in it (after the traversals and the reference's non-CPU latency) is on the
+    /// request's critical path; the rest is charged to the node off the path (a proxy's
+    /// throughput CPU includes stats, telemetry and bookkeeping that do not delay the
+    /// request). Policy CPU stays on the path. Unset: all CPU is on the path.
+    #[serde(default)]
+    pub on_path_latency_us: Option<f64>,
     /// Multiplier on the reference's policy CPU (pipeline activation + per-policy marginal).
     #[serde(default = "one")]
     pub policy_cpu_scale: f64,
@@ -459,6 +467,9 @@ impl MeshProfile {
         c.finite("data_plane.latency_scale", d.latency_scale, 0.0, 1e4)?;
         if let Some(v) = d.anchor_cpu_us {
             c.finite("data_plane.anchor_cpu_us", v, 0.0, 1e6)?;
+        }
+        if let Some(v) = d.on_path_latency_us {
+            c.finite("data_plane.on_path_latency_us", v, 0.0, 1e7)?;
         }
         if let Some(v) = d.anchor_latency_p99_us {
             c.finite("data_plane.anchor_latency_p99_us", v, 0.0, 1e7)?;

@@ -773,6 +773,14 @@ impl Simulation {
             HopDecision::Through(h) => (h, None),
             HopDecision::Reject { hop, reason } => (hop, Some(reason)),
         };
+        if hop.background_cpu_ns > 0 {
+            self.add_job(
+                node,
+                hop.background_cpu_ns,
+                JobOwner::Background,
+                CpuCategory::Sidecar,
+            );
+        }
         steps[n] = Step::Cpu {
             node,
             work_ns: hop.cpu_ns,

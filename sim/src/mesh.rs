@@ -52,6 +52,10 @@ pub struct SidecarHop {
     /// Added latency (network traversals, policy RPCs), ns, for the request and its response
     /// together: the engine adds it once, on the way in.
     pub latency_ns: u64,
+    /// CPU work the proxy spends per request off the request's critical path (stats, telemetry,
+    /// connection bookkeeping), ns of one uncontended core: charged to the hop's node under its
+    /// processor sharing, in category `sidecar`, without delaying the request.
+    pub background_cpu_ns: u64,
 }
 
 /// What the mesh sees of a request at a hop point.

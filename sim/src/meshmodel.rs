@@ -8,7 +8,10 @@
 //! policy is on + per-policy marginal costs), times the profile's scale factors:
 //! `cpu = cpu_scale x pass_through + cpu_scale x policy_cpu_scale x (activation + sum marginal)`;
 //! latency = `traversals_per_hop x network_hop_us` + `latency_scale x` the reference's added
-//! latency beyond its own CPU. The function pod's proxy applies the enabled policies; the
+//! latency beyond its own CPU. With `on_path_latency_us` (a published per-proxy added latency)
+//! the pass-through CPU that does not fit in it runs off the request's critical path: charged
+//! to the node as sidecar CPU (`SidecarHop::background_cpu_ns`) without delaying the request;
+//! policy CPU stays on the path. The function pod's proxy applies the enabled policies; the
 //! activator's proxy (when the profile has one) is a pass-through plus mTLS origination.
 //! Stateful policies are played out:
 //! - **global rate limit**: a fixed window per function; the check is an RPC to a rate-limit
@@ -245,12 +248,21 @@ impl MeshModel {
             let traversals = u64::from(dp.traversals_per_hop) * hop_ns;
             let ns = |us: f64| (us * 1e3).round().max(0.0) as u64;
             let boot = ns(dp.boot_us());
+            // The pass-through CPU beyond what fits in the published on-path latency runs off
+            // the request's critical path (`DataPlane::on_path_latency_us`).
+            let off = dp.on_path_latency_us.map_or(0.0, |anchor| {
+                let pass = cpu_scale * c.cpu.pass_through;
+                let budget = (anchor - traversals as f64 / 1e3 - lat_us(0)).max(0.0);
+                (pass - budget).max(0.0)
+            });
+            let hop_of = |m: u16, extra_cpu_ns: u64| SidecarHop {
+                cpu_ns: ns(cpu_us(m) - off) + extra_cpu_ns,
+                latency_ns: traversals + ns(lat_us(m)),
+                background_cpu_ns: ns(off),
+            };
             match dp.kind {
                 DataPlaneKind::Sidecar | DataPlaneKind::Sandbox => {
-                    pod_hop = SidecarHop {
-                        cpu_ns: ns(cpu_us(mask)) + boot,
-                        latency_ns: traversals + ns(lat_us(mask)),
-                    };
+                    pod_hop = hop_of(mask, boot);
                 }
                 DataPlaneKind::Ambient => {
                     // ztunnel on the pod's node; the L7 waypoint's CPU runs on its own node
@@ -259,16 +271,13 @@ impl MeshModel {
                     pod_hop = SidecarHop {
                         cpu_ns: ns(dp.l4_cpu_us),
                         latency_ns: traversals + ns(lat_us(mask)) + waypoint_cpu_ns,
+                        background_cpu_ns: 0,
                     };
                 }
                 DataPlaneKind::None => {}
             }
             if dp.activator_sidecar {
-                let m = mask & mtls_bit;
-                activator_hop = Some(SidecarHop {
-                    cpu_ns: ns(cpu_us(m)),
-                    latency_ns: traversals + ns(lat_us(m)),
-                });
+                activator_hop = Some(hop_of(mask & mtls_bit, 0));
             }
         }
         let pod = &profile.pod;
@@ -482,6 +491,7 @@ impl MeshModel {
                 if attempt > 0 {
                     hop.cpu_ns += base.cpu_ns;
                     hop.latency_ns += base.latency_ns;
+                    hop.background_cpu_ns += base.background_cpu_ns;
                 }
                 let failed = self.rng.random::<f64>() < q.upstream_5xx_rate;
                 let cb = self.cb;

@@ -23,6 +23,7 @@ const ENCODE_NS: u64 = 5 * MS;
 const HOP: SidecarHop = SidecarHop {
     cpu_ns: MS,
     latency_ns: 2 * MS,
+    background_cpu_ns: 0,
 };
 
 #[derive(Debug, Default)]

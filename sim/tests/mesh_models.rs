@@ -221,6 +221,7 @@ fn a_5xx_is_retried_at_most_twice() {
     // The first attempt and two retries, each through the proxy.
     assert_eq!(hop.cpu_ns, 3 * base.cpu_ns);
     assert_eq!(hop.latency_ns, 3 * base.latency_ns);
+    assert_eq!(hop.background_cpu_ns, 3 * base.background_cpu_ns);
     // Without the retry policy: one attempt.
     let mut p = profile("istio", &["ports"]);
     p.policy.upstream_5xx_rate = 1.0;
@@ -459,4 +460,62 @@ fn raising_a_policy_cost_in_the_calibration_raises_cpu_and_slowdown() {
     assert!(d.0 > b.0 && b.0 >= c.0, "{c:?} {b:?} {d:?}");
     assert!(d.1 >= b.1 && d.2 > b.2, "{b:?} {d:?}");
     assert!(c.1 <= b.1 && c.2 <= b.2, "{c:?} {b:?}");
+}
+
+#[test]
+fn istio_cpu_anchor_is_split_between_the_critical_path_and_the_node() {
+    let cfg = exact_cfg();
+    let traversal_ns = cfg.cluster.network_hop_us * 1000;
+    let plain = profile("istio", &[]);
+    let dp = &plain.data_plane;
+    let anchor_cpu_ns = (dp.anchor_cpu_us.unwrap() * 1e3).round() as u64;
+    let on_path_ns = (dp.on_path_latency_us.unwrap() * 1e3).round() as u64;
+    let m = model(&plain, 1, false);
+    let hop = m.pod_hop();
+    // All of the anchored CPU is spent on the node ...
+    assert!(
+        (hop.cpu_ns + hop.background_cpu_ns).abs_diff(anchor_cpu_ns) <= 1,
+        "{hop:?}"
+    );
+    assert!(hop.background_cpu_ns > hop.cpu_ns, "{hop:?}");
+    // ... but an uncontended request is delayed only by the published on-path latency.
+    assert!(
+        (hop.cpu_ns + hop.latency_ns).abs_diff(on_path_ns) <= 1,
+        "{hop:?}"
+    );
+    assert!(hop.latency_ns >= traversal_ns);
+    // Policy filters run before the request is forwarded: their CPU is on the path, and the
+    // off-path part does not change.
+    let with_jwt = model(&profile("istio", &["jwt"]), 1, false).pod_hop();
+    assert!(with_jwt.cpu_ns > hop.cpu_ns, "{with_jwt:?} vs {hop:?}");
+    assert_eq!(with_jwt.background_cpu_ns, hop.background_cpu_ns);
+
+    // End to end: the off-path CPU is charged to the node as sidecar CPU without delaying
+    // the request: the same requests cost the same sidecar core-seconds either way.
+    let run = |p: &MeshProfile| {
+        let r = simulate(
+            model(p, 1, false),
+            1,
+            (0..20).map(|i| inv(i * 200, 0, 50)).collect(),
+        );
+        let sidecar: f64 = r.node_seconds.iter().map(|n| n.cpu_cores.sidecar).sum();
+        let e2e: f64 = r
+            .invocations
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|x| !x.cold)
+            .map(|x| x.end_to_end_ns as f64 / 1e6)
+            .sum();
+        (sidecar, e2e)
+    };
+    let mut all_on_path = plain.clone();
+    all_on_path.data_plane.on_path_latency_us = None;
+    let (split_cpu, split_e2e) = run(&plain);
+    let (path_cpu, path_e2e) = run(&all_on_path);
+    assert!(
+        (split_cpu - path_cpu).abs() < 1e-3 * path_cpu,
+        "{split_cpu} vs {path_cpu} core-seconds"
+    );
+    assert!(split_e2e < path_e2e, "{split_e2e} vs {path_e2e} ms");
 }
