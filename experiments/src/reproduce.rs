@@ -287,7 +287,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
     ablation(&out.join("policy_ablation"), &summaries, &mean_worker_cpu)?;
     figures.push(("policy_ablation", "Policy ablation on istio: slowdown p95 and mean CPU in use on all workers, with each policy alone and with all but one."));
     lightweight(&out.join("lightweight_comparison"), &summaries)?;
-    figures.push(("lightweight_comparison", "The lightweight sidecar against istio, linkerd and ambient: slowdown, CPU, memory, cold start, control-plane load (mean over replications)."));
+    figures.push(("lightweight_comparison", "The lightweight sidecar against no mesh, istio, linkerd and ambient: slowdown, CPU, memory, cold start, control-plane load (mean over replications)."));
     let tipping = tipping_table(&summaries);
     write_atomic(
         &out.join("tipping_point.csv"),
@@ -553,7 +553,7 @@ fn ablation(stem: &Path, summaries: &[(String, u32, Value)], cpu: &[(String, f64
     Ok(())
 }
 
-const COMPARED: [&str; 4] = ["istio", "linkerd", "ambient", "lightweight"];
+const COMPARED: [&str; 5] = ["no-mesh", "istio", "linkerd", "ambient", "lightweight"];
 const COMPARED_METRICS: [(&str, &str); 6] = [
     ("slowdown.p50", "slowdown p50 (x)"),
     ("slowdown.p95", "slowdown p95 (x)"),
