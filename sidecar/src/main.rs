@@ -19,6 +19,10 @@ enum Cmd {
         /// Config file.
         #[arg(long)]
         config: PathBuf,
+        /// Override `runtime.isolation`: `shared` (tower layers) or `per-request` (a fresh
+        /// WebAssembly instance decides each request).
+        #[arg(long)]
+        isolation: Option<meshsim_sidecar::config::Isolation>,
     },
     /// Measure CPU/request, added latency, RSS and start-up of the sidecar (pass-through, each
     /// policy alone, all nine) and of nginx, with an open-loop load on loopback.
@@ -54,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Serve { config } => serve(config, t0),
+        Cmd::Serve { config, isolation } => serve(config, isolation, t0),
         Cmd::Bench {
             rates,
             duration_s,
@@ -78,8 +82,15 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn serve(path: PathBuf, t0: std::time::Instant) -> anyhow::Result<()> {
-    let config = meshsim_sidecar::config::Config::load(&path)?;
+fn serve(
+    path: PathBuf,
+    isolation: Option<meshsim_sidecar::config::Isolation>,
+    t0: std::time::Instant,
+) -> anyhow::Result<()> {
+    let mut config = meshsim_sidecar::config::Config::load(&path)?;
+    if let Some(i) = isolation {
+        config.runtime.isolation = i;
+    }
     let rt = if config.runtime.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -91,6 +102,7 @@ fn serve(path: PathBuf, t0: std::time::Instant) -> anyhow::Result<()> {
             .build()
     }
     .context("building the tokio runtime")?;
+    let config_isolation = config.runtime.isolation;
     rt.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -104,6 +116,7 @@ fn serve(path: PathBuf, t0: std::time::Instant) -> anyhow::Result<()> {
             "outbound": sidecar.outbound.map(|a| a.to_string()),
             "admin": sidecar.admin.map(|a| a.to_string()),
             "pid": std::process::id(),
+            "isolation": config_isolation.as_str(),
             "startup_us": t0.elapsed().as_micros() as u64,
         });
         eprintln!("{line}");
