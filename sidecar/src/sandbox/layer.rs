@@ -235,7 +235,8 @@ impl SandboxLayer {
         &self.0.sandbox
     }
 
-    fn denial(&self, d: Denial) -> Resp {
+    /// The local reply for a denial (the same replies as the shared layers).
+    pub fn reply(&self, d: Denial) -> Resp {
         let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match d.layer {
             1 => local_reply(status, "mtls", &d.message),
@@ -325,7 +326,7 @@ where
                 }
             };
             if let Some(d) = decision.deny.clone() {
-                return Ok(layer.denial(d));
+                return Ok(layer.reply(d));
             }
             if let (Some(part), Some(rl)) = (&decision.rate_limit_key, &layer.0.rate_limit)
                 && let Some(resp) = rl.check_global(part).await
