@@ -649,7 +649,19 @@ impl Sidecar {
                 .map(|c| CircuitLayer::new(c, &config.inbound.upstream, stats.clone())),
             ..ChainLayers::default()
         };
-        let inbound_layers = match config.runtime.isolation {
+        // Per-request isolation sandboxes the header-only policies; with none configured
+        // there is nothing to run and the chain is the bare proxy in both modes.
+        let any_header_policy = p.mtls.is_some()
+            || p.ports.is_some()
+            || p.jwt.is_some()
+            || p.authz.is_some()
+            || p.rate_limit.is_some()
+            || p.tracing.is_some();
+        let isolation = match config.runtime.isolation {
+            Isolation::PerRequest if !any_header_policy => Isolation::Shared,
+            other => other,
+        };
+        let inbound_layers = match isolation {
             Isolation::Shared => ChainLayers {
                 mtls: p
                     .mtls

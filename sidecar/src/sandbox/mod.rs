@@ -16,9 +16,11 @@
 //! * `chain.wat`: the policy chain guest, built from WAT text in this repository at start-up
 //!   (no wasm32 target needed), parametrised by a config data segment.
 //! * [`layer`]: the tower layer that puts the sandbox in the request path.
+//! * [`micro`]: the in-process micro benchmark (`meshsim-sidecar sandbox-bench`).
 
 pub mod abi;
 pub mod layer;
+pub mod micro;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
