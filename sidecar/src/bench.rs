@@ -182,6 +182,10 @@ pub struct Measurement {
     pub startup_ms: Option<f64>,
     /// RSS of the proxy, KiB, after `Options::idle_settle` with no request in flight.
     pub idle_rss_kib: Option<u64>,
+    /// The anonymous (private) part of `idle_rss_kib` (`RssAnon`): what a function's proxy
+    /// really adds to a node; the rest is mostly the executable's pages, shared by every
+    /// proxy running the same binary.
+    pub idle_anon_kib: Option<u64>,
 }
 
 /// Harness errors.
@@ -507,12 +511,12 @@ impl Harness {
                 .map(|p| p.rss_pages())
                 .transpose()?
                 .map(|p| p * self.page_kib);
-            let idle_rss_kib = match proc.as_mut() {
+            let (idle_rss_kib, idle_anon_kib) = match proc.as_mut() {
                 Some(p) if !self.opts.idle_settle.is_zero() => {
                     tokio::time::sleep(self.opts.idle_settle).await;
-                    Some(p.rss_pages()? * self.page_kib)
+                    (Some(p.rss_pages()? * self.page_kib), Some(p.anon_kib()))
                 }
-                _ => None,
+                _ => (None, None),
             };
             let cpu_us_per_request = match (cpu0, cpu1) {
                 (Some(a), Some(b)) if stats.sent > 0 => {
@@ -542,6 +546,7 @@ impl Harness {
                 rss_kib,
                 startup_ms,
                 idle_rss_kib,
+                idle_anon_kib,
             }, samples))
         });
         if let Some(p) = proc {
@@ -676,6 +681,22 @@ impl Proc {
             .filter_map(proc_stat)
             .map(|(_, t, _)| t)
             .sum())
+    }
+
+    /// `RssAnon` of the process and its children, KiB.
+    fn anon_kib(&self) -> u64 {
+        self.pids()
+            .into_iter()
+            .filter_map(|pid| {
+                let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                s.lines()
+                    .find_map(|l| l.strip_prefix("RssAnon:"))?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
     }
 
     fn rss_pages(&mut self) -> Result<u64, BenchError> {

@@ -163,6 +163,11 @@ pub struct SandboxConfig {
     /// Pool slots: instances that may exist at once (one per request being decided).
     #[serde(default = "d_sandbox_instances")]
     pub instances: u32,
+    /// Linear-memory bytes a used pool slot keeps resident between requests (zeroed instead
+    /// of decommitted). 0 (the default) leaves nothing resident when idle; 131072 saves the
+    /// madvise and page faults of each request (about 3 us here) for 128 KiB per used slot.
+    #[serde(default)]
+    pub keep_resident_bytes: u64,
 }
 
 impl Default for SandboxConfig {
@@ -172,6 +177,7 @@ impl Default for SandboxConfig {
             max_memory_bytes: d_sandbox_memory(),
             max_stack_bytes: d_sandbox_stack(),
             instances: d_sandbox_instances(),
+            keep_resident_bytes: 0,
         }
     }
 }
@@ -723,6 +729,12 @@ impl Config {
             8 << 20,
         )?;
         check_range("sandbox.instances", u64::from(sb.instances), 1, 10_000)?;
+        if sb.keep_resident_bytes > sb.max_memory_bytes {
+            return Err(invalid(
+                "sandbox.keep_resident_bytes",
+                "must be <= sandbox.max_memory_bytes",
+            ));
+        }
         if self.inbound.upstream.is_empty() {
             return Err(invalid("inbound.upstream", "needs at least one endpoint"));
         }

@@ -197,7 +197,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let duration = std::time::Duration::from_secs_f64(duration_s);
     let ms = run_suite(&harness, rates, &sets, duration, repeats, with_nginx, |m| {
         eprintln!(
-            "{:>5} rps {:<16} cpu/req {:>7} us  p50 {:>6} us  p99 {:>7} us  ok {}/{} {:?} rss {:?} KiB idle {:?} KiB",
+            "{:>5} rps {:<16} cpu/req {:>7} us  p50 {:>6} us  p99 {:>7} us  ok {}/{} {:?} rss {:?} KiB idle {:?} KiB (anon {:?})",
             m.rate_rps,
             m.target,
             m.cpu_us_per_request
@@ -209,7 +209,8 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             m.sent,
             m.failures,
             m.rss_kib,
-            m.idle_rss_kib
+            m.idle_rss_kib,
+            m.idle_anon_kib
         );
     })?;
     println!("{}", table(&ms));

@@ -32,6 +32,7 @@ fn limits() -> Limits {
         max_memory_bytes: 4 * 65_536,
         max_stack_bytes: 64 * 1024,
         instances: 4,
+        keep_resident_bytes: 0,
     }
 }
 

@@ -54,6 +54,8 @@ pub struct SandboxMicro {
     pub empty_guest: Timing,
     /// Fresh instance running the header-only chain, edits applied.
     pub per_request_chain: Timing,
+    /// Fresh instance running the header-only chain with `keep_resident_bytes = 131072`.
+    pub per_request_chain_resident: Timing,
     /// The same chain as shared-mode checks.
     pub shared_chain: Timing,
 }
@@ -155,29 +157,35 @@ pub fn run(iterations: u64) -> Result<SandboxMicro, SandboxError> {
 
     let config = Config::from_toml_str(CONFIG).map_err(|e| SandboxError::Compile(e.to_string()))?;
     let p = &config.policies;
-    let tracing = Arc::new(Tracing::new(0.01));
-    let layer = SandboxLayer::new(
-        p,
-        ChainParts {
-            mtls: Some((MtlsMode::Permissive, OWN.to_owned())),
-            ports: Some((vec![8080], vec![Protocol::Http1, Protocol::Http2])),
-            jwt: None,
-            rate_limit: None,
-            tracing: Some(tracing.clone()),
-        },
-        Limits::from(&config.sandbox),
-        Arc::new(Stats::default()),
-    )?;
     let template = request();
-    let per_request_chain = time("per-request chain", iterations, || {
-        let mut req = crate::policy::clone_request(&template);
-        let d = layer.decide(&req)?;
-        if d.deny.is_some() {
-            return Err(SandboxError::Trap("the bench request was denied".into()));
-        }
-        SandboxLayer::apply(&d, &mut req);
-        Ok(())
-    })?;
+    let chain = |name: &str, keep_resident_bytes: usize| -> Result<Timing, SandboxError> {
+        let layer = SandboxLayer::new(
+            p,
+            ChainParts {
+                mtls: Some((MtlsMode::Permissive, OWN.to_owned())),
+                ports: Some((vec![8080], vec![Protocol::Http1, Protocol::Http2])),
+                jwt: None,
+                rate_limit: None,
+                tracing: Some(Arc::new(Tracing::new(0.01))),
+            },
+            Limits {
+                keep_resident_bytes,
+                ..Limits::from(&config.sandbox)
+            },
+            Arc::new(Stats::default()),
+        )?;
+        time(name, iterations, || {
+            let mut req = crate::policy::clone_request(&template);
+            let d = layer.decide(&req)?;
+            if d.deny.is_some() {
+                return Err(SandboxError::Trap("the bench request was denied".into()));
+            }
+            SandboxLayer::apply(&d, &mut req);
+            Ok(())
+        })
+    };
+    let per_request_chain = chain("per-request chain", 0)?;
+    let per_request_chain_resident = chain("  same, keep 128 KiB/slot", 128 * 1024)?;
 
     let checks: Vec<Box<dyn Check>> = vec![
         Box::new(Mtls::new(MtlsMode::Permissive, OWN.to_owned())),
@@ -203,6 +211,7 @@ pub fn run(iterations: u64) -> Result<SandboxMicro, SandboxError> {
         iterations,
         empty_guest,
         per_request_chain,
+        per_request_chain_resident,
         shared_chain,
     })
 }

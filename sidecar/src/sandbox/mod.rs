@@ -138,6 +138,8 @@ pub struct Limits {
     pub max_stack_bytes: usize,
     /// Instances that may exist at once (pool slots).
     pub instances: u32,
+    /// Linear-memory bytes a used pool slot keeps resident (zeroed, not decommitted).
+    pub keep_resident_bytes: usize,
 }
 
 impl From<&SandboxConfig> for Limits {
@@ -147,6 +149,7 @@ impl From<&SandboxConfig> for Limits {
             max_memory_bytes: c.max_memory_bytes,
             max_stack_bytes: c.max_stack_bytes as usize,
             instances: c.instances,
+            keep_resident_bytes: c.keep_resident_bytes as usize,
         }
     }
 }
@@ -185,8 +188,10 @@ fn engine(limits: &Limits) -> Result<Engine, SandboxError> {
         .table_elements(1_000)
         .max_core_instance_size(64 * 1024)
         .max_memory_size(memory_cap as usize)
-        // Idle slots keep no resident pages: memory is decommitted when an instance is freed.
-        .linear_memory_keep_resident(0)
+        // With keep_resident 0 (the default) a freed instance's pages are decommitted
+        // (madvise), so no slot keeps resident memory; otherwise that many bytes per used
+        // slot are kept and zeroed instead (no syscall, no page faults on the next request).
+        .linear_memory_keep_resident(limits.keep_resident_bytes)
         .table_keep_resident(0);
     let mut cfg = WasmConfig::new();
     cfg.consume_fuel(true)
