@@ -227,6 +227,7 @@ impl SandboxMicro {
         for t in [
             &self.empty_guest,
             &self.per_request_chain,
+            &self.per_request_chain_resident,
             &self.shared_chain,
         ] {
             s += &format!(
