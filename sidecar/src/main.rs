@@ -231,6 +231,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             reference: with_nginx
                 .then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
             entries: ms.iter().filter_map(PolicyCost::from_measurement).collect(),
+            isolation: None,
         };
         let text = toml::to_string(&file).context("serialising calibration")?;
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;

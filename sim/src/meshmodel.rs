@@ -244,7 +244,7 @@ impl MeshModel {
             };
             let traversals = u64::from(dp.traversals_per_hop) * hop_ns;
             let ns = |us: f64| (us * 1e3).round().max(0.0) as u64;
-            let boot = ns(dp.boot_us());
+            let boot = ns(dp.boot_us_calibrated(inputs.calibration));
             match dp.kind {
                 DataPlaneKind::Sidecar | DataPlaneKind::Sandbox => {
                     pod_hop = SidecarHop {
