@@ -477,15 +477,18 @@ mod tests {
         let back = CalibrationFile::from_toml_str(&text, "t.toml").expect("no table is fine");
         assert_eq!(back.sandbox_create_us(), None);
         let with = format!(
-            "{text}\n[isolation.per_request]\nsandbox_create_us = 4.5\nchain_us = 7.5\nshared_chain_us = 1.5\n[[isolation.per_request.entries]]\nrate_rps = 1000\nshared_cpu_us_per_request = 50.0\nper_request_cpu_us_per_request = 60.0\nshared_idle_anon_kib = 1400\nper_request_idle_anon_kib = 2800\n"
+            "{text}\n[isolation.per_request]\nsandbox_create_us = 4.25\nchain_us = 7.5\nshared_chain_us = 1.5\n[[isolation.per_request.entries]]\nrate_rps = 1000\nshared_cpu_us_per_request = 50.0\nper_request_cpu_us_per_request = 60.0\nshared_idle_anon_kib = 1400\nper_request_idle_anon_kib = 2800\n"
         );
         let parsed = CalibrationFile::from_toml_str(&with, "t.toml").expect("valid table");
-        assert_eq!(parsed.sandbox_create_us(), Some(4.5));
+        assert_eq!(parsed.sandbox_create_us(), Some(4.25));
         let again =
             CalibrationFile::from_toml_str(&parsed.to_toml_string(), "t.toml").expect("round trip");
         assert_eq!(again, parsed);
-        let err = CalibrationFile::from_toml_str(&with.replace("4.5", "-1.0"), "t.toml")
-            .expect_err("negative");
+        let err = CalibrationFile::from_toml_str(
+            &with.replace("sandbox_create_us = 4.25", "sandbox_create_us = -1.0"),
+            "t.toml",
+        )
+        .expect_err("negative");
         assert!(
             err.to_string()
                 .contains("isolation.per_request.sandbox_create_us"),
