@@ -7,14 +7,19 @@
 //!   and writes a calibration TOML (CPU µs per request from the sidecar process's own CPU time,
 //!   added latency p50/p99 vs a direct call, RSS, start-up time), with the machine and date. The
 //!   file is read back and validated with the schema the simulator uses before it is kept.
+//!   Unless `--no-isolation`, it also measures per-request isolation (issue 9): the sandbox
+//!   micro benchmark and the `header-only` set in both isolation modes, written as
+//!   `[isolation.per_request]` (the `lightweight` mesh profile reads its sandbox boot cost).
 //! - `meshsim calibrate xds [--out FILE] [--ks ...]`: xDS payload sizes from real Envoy protos.
 
 use crate::output::write_atomic;
 use crate::progress::Progress;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use meshsim_models::calibration::{IsolationCosts, IsolationPoint, PerRequestCosts};
 use meshsim_sidecar::bench::{Harness, Options, PolicySet, run_suite, table};
 use meshsim_sidecar::calibration::{CALIBRATION_SCHEMA, CalibrationFile, MachineInfo, PolicyCost};
+use meshsim_sidecar::config::Isolation;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,6 +68,9 @@ pub struct LiveArgs {
     /// The sidecar executable (default: meshsim-sidecar next to this binary).
     #[arg(long)]
     pub sidecar_bin: Option<PathBuf>,
+    /// Skip the per-request isolation measurements (`[isolation.per_request]`).
+    #[arg(long)]
+    pub no_isolation: bool,
 }
 
 pub fn run(a: CalibrateArgs) -> Result<()> {
@@ -112,8 +120,9 @@ fn live(a: LiveArgs) -> Result<()> {
     if !(1..=15).contains(&a.repeats) {
         bail!("--repeats: expected 1..=15, found {}", a.repeats);
     }
+    let bin = sidecar_bin(a.sidecar_bin)?;
     let opts = Options {
-        sidecar_bin: sidecar_bin(a.sidecar_bin)?,
+        sidecar_bin: bin.clone(),
         ..Options::default()
     };
     let redis = opts.redis_url.clone();
@@ -121,7 +130,8 @@ fn live(a: LiveArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("setting up the calibration harness: {e}"))?;
     let sets = PolicySet::standard();
     // Per rate: the direct baseline, every policy set, and nginx.
-    let points = a.rates.len() * (sets.len() + 1 + usize::from(!a.no_nginx));
+    let points = a.rates.len() * (sets.len() + 1 + usize::from(!a.no_nginx))
+        + if a.no_isolation { 0 } else { 4 * a.rates.len() };
     let progress = Progress::new(points as u64, "calibrate");
     let duration = Duration::from_secs_f64(a.duration);
     let ms = run_suite(
@@ -134,6 +144,14 @@ fn live(a: LiveArgs) -> Result<()> {
         |_| progress.inc(1),
     )
     .map_err(|e| anyhow::anyhow!("measuring (Redis at {redis}): {e}"))?;
+    let isolation = if a.no_isolation {
+        None
+    } else {
+        Some(
+            measure_isolation(&bin, &a.rates, duration, a.repeats, &progress)
+                .context("measuring per-request isolation")?,
+        )
+    };
     progress.finish();
     crate::outln!("{}", table(&ms));
 
@@ -157,6 +175,7 @@ fn live(a: LiveArgs) -> Result<()> {
         reference: (!a.no_nginx)
             .then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
         entries: ms.iter().filter_map(PolicyCost::from_measurement).collect(),
+        isolation,
     };
     let text = toml::to_string(&file).context("serialising the calibration file")?;
     // Read it back with the simulator's schema: what is kept is what replays can use.
@@ -169,4 +188,70 @@ fn live(a: LiveArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// `[isolation.per_request]`: the in-process micro benchmark (fresh instance of an empty guest,
+/// the header-only chain in a fresh instance, the same chain as shared checks) and, per rate,
+/// the `header-only` policy set on loopback in both isolation modes (CPU per request, and the
+/// idle proxy's anonymous memory one second after the load stops).
+fn measure_isolation(
+    bin: &std::path::Path,
+    rates: &[u64],
+    duration: Duration,
+    repeats: usize,
+    progress: &Progress,
+) -> Result<IsolationCosts> {
+    let micro = meshsim_sidecar::sandbox::micro::run(20_000)
+        .map_err(|e| anyhow::anyhow!("sandbox micro benchmark: {e}"))?;
+    crate::outln!("{}", micro.table());
+    let mut modes = Vec::new();
+    for isolation in [Isolation::Shared, Isolation::PerRequest] {
+        let harness = Harness::new(Options {
+            sidecar_bin: bin.to_owned(),
+            isolation,
+            idle_settle: Duration::from_secs(1),
+            ..Options::default()
+        })
+        .map_err(|e| anyhow::anyhow!("isolation harness: {e}"))?;
+        let ms = run_suite(
+            &harness,
+            rates,
+            &[PolicySet::HeaderOnly],
+            duration,
+            repeats,
+            false,
+            |_| progress.inc(1),
+        )
+        .map_err(|e| anyhow::anyhow!("measuring header-only ({}): {e}", isolation.as_str()))?;
+        modes.push(ms);
+    }
+    let find = |ms: &[meshsim_sidecar::bench::Measurement], name: &str, rate: u64| {
+        ms.iter()
+            .find(|m| m.target == name && m.rate_rps == rate)
+            .cloned()
+    };
+    let mut entries = Vec::new();
+    for &rate in rates {
+        let (Some(s), Some(p)) = (
+            find(&modes[0], "header-only", rate),
+            find(&modes[1], "header-only/per-request", rate),
+        ) else {
+            continue;
+        };
+        entries.push(IsolationPoint {
+            rate_rps: rate,
+            shared_cpu_us_per_request: s.cpu_us_per_request.unwrap_or(0.0),
+            per_request_cpu_us_per_request: p.cpu_us_per_request.unwrap_or(0.0),
+            shared_idle_anon_kib: s.idle_anon_kib.unwrap_or(0),
+            per_request_idle_anon_kib: p.idle_anon_kib.unwrap_or(0),
+        });
+    }
+    Ok(IsolationCosts {
+        per_request: Some(PerRequestCosts {
+            sandbox_create_us: micro.empty_guest.mean_us,
+            chain_us: micro.per_request_chain.mean_us,
+            shared_chain_us: micro.shared_chain.mean_us,
+            entries,
+        }),
+    })
 }

@@ -49,6 +49,22 @@ fn short_live_calibration_writes_a_valid_file() {
             .collect::<Vec<_>>()
     );
     assert!(cal.machine.cores >= 1 && !cal.measured_at.is_empty());
+    // Per-request isolation (issue 9): micro-benchmark means and the header-only point in
+    // both modes.
+    let iso = cal
+        .isolation
+        .as_ref()
+        .and_then(|i| i.per_request.as_ref())
+        .expect("[isolation.per_request]");
+    assert!(iso.sandbox_create_us > 0.0 && iso.chain_us > 0.0, "{iso:?}");
+    assert_eq!(cal.sandbox_create_us(), Some(iso.sandbox_create_us));
+    assert_eq!(iso.entries.len(), 1, "{iso:?}");
+    let p = &iso.entries[0];
+    assert_eq!(p.rate_rps, 1000);
+    assert!(
+        p.shared_idle_anon_kib > 0 && p.per_request_idle_anon_kib > 0,
+        "{p:?}"
+    );
 }
 
 #[test]

@@ -60,6 +60,94 @@ pub struct CalibrationFile {
     pub reference: Option<String>,
     /// One entry per (policy set, rate).
     pub entries: Vec<PolicyCost>,
+    /// Costs of the sidecar's isolation modes (optional, added by issue 9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<IsolationCosts>,
+}
+
+/// `[isolation]`: what the sidecar's isolation modes cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsolationCosts {
+    /// `[isolation.per_request]`: a fresh WebAssembly instance per request.
+    #[serde(default)]
+    pub per_request: Option<PerRequestCosts>,
+}
+
+/// Per-request isolation (`meshsim-sidecar serve --isolation per-request`): in-process
+/// micro-benchmark means (`meshsim-sidecar sandbox-bench`) and loopback points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerRequestCosts {
+    /// Creating a fresh instance (pooling allocator) of an empty guest, running it and
+    /// dropping it, µs per request (mean): the sandbox boot cost.
+    pub sandbox_create_us: f64,
+    /// Fresh instance + the header-only policy chain in it + header edits, µs (mean).
+    pub chain_us: f64,
+    /// The same header-only chain as shared-mode tower checks, µs (mean).
+    pub shared_chain_us: f64,
+    /// Loopback measurements of the `header-only` policy set in both modes.
+    #[serde(default)]
+    pub entries: Vec<IsolationPoint>,
+}
+
+/// One loopback rate of the `header-only` set, shared vs per-request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsolationPoint {
+    /// Offered load, requests per second.
+    pub rate_rps: u64,
+    /// Proxy CPU per request, shared mode, µs.
+    pub shared_cpu_us_per_request: f64,
+    /// Proxy CPU per request, per-request mode, µs.
+    pub per_request_cpu_us_per_request: f64,
+    /// Anonymous (private) resident memory of the idle proxy, shared mode, KiB.
+    pub shared_idle_anon_kib: u64,
+    /// Anonymous (private) resident memory of the idle proxy, per-request mode, KiB.
+    pub per_request_idle_anon_kib: u64,
+}
+
+impl PerRequestCosts {
+    fn validate(&self) -> Result<(), (String, String)> {
+        for (name, v) in [
+            ("sandbox_create_us", self.sandbox_create_us),
+            ("chain_us", self.chain_us),
+            ("shared_chain_us", self.shared_chain_us),
+        ] {
+            if !(v.is_finite() && (0.0..=1e6).contains(&v)) {
+                return Err((name.to_owned(), v.to_string()));
+            }
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.rate_rps == 0 {
+                return Err((format!("entries[{i}].rate_rps"), "0".into()));
+            }
+            for (name, v) in [
+                ("shared_cpu_us_per_request", e.shared_cpu_us_per_request),
+                (
+                    "per_request_cpu_us_per_request",
+                    e.per_request_cpu_us_per_request,
+                ),
+            ] {
+                if !(v.is_finite() && (0.0..=1e6).contains(&v)) {
+                    return Err((format!("entries[{i}].{name}"), v.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CalibrationFile {
+    /// The measured sandbox boot per request (`[isolation.per_request].sandbox_create_us`),
+    /// when this file has it.
+    pub fn sandbox_create_us(&self) -> Option<f64> {
+        self.isolation
+            .as_ref()?
+            .per_request
+            .as_ref()
+            .map(|p| p.sandbox_create_us)
+    }
 }
 
 /// Machine description.
@@ -170,6 +258,15 @@ impl CalibrationFile {
             if !(e.error_rate.is_finite() && (0.0..=1.0).contains(&e.error_rate)) {
                 return Err(bad(f("error_rate"), e.error_rate.to_string(), "0 ..= 1"));
             }
+        }
+        if let Some(p) = self.isolation.as_ref().and_then(|i| i.per_request.as_ref())
+            && let Err((field, value)) = p.validate()
+        {
+            return Err(bad(
+                format!("isolation.per_request.{field}"),
+                value,
+                "a finite number in 0 ..= 1e6 (rates >= 1)",
+            ));
         }
         Ok(())
     }
@@ -315,6 +412,7 @@ mod tests {
             method: "synthetic".into(),
             reference: None,
             entries,
+            isolation: None,
         }
     }
 
@@ -367,5 +465,42 @@ mod tests {
         for rate in [500, 1000, 2000] {
             f.policy_costs(rate).unwrap();
         }
+    }
+
+    #[test]
+    fn isolation_table_is_optional_validated_and_round_trips() {
+        let mut f = CalibrationFile::reference();
+        let base = f.clone();
+        f.isolation = None;
+        let text = f.to_toml_string();
+        assert!(!text.contains("isolation"), "absent table not written");
+        let back = CalibrationFile::from_toml_str(&text, "t.toml").expect("no table is fine");
+        assert_eq!(back.sandbox_create_us(), None);
+        let with = format!(
+            "{text}\n[isolation.per_request]\nsandbox_create_us = 4.25\nchain_us = 7.5\nshared_chain_us = 1.5\n[[isolation.per_request.entries]]\nrate_rps = 1000\nshared_cpu_us_per_request = 50.0\nper_request_cpu_us_per_request = 60.0\nshared_idle_anon_kib = 1400\nper_request_idle_anon_kib = 2800\n"
+        );
+        let parsed = CalibrationFile::from_toml_str(&with, "t.toml").expect("valid table");
+        assert_eq!(parsed.sandbox_create_us(), Some(4.25));
+        let again =
+            CalibrationFile::from_toml_str(&parsed.to_toml_string(), "t.toml").expect("round trip");
+        assert_eq!(again, parsed);
+        let err = CalibrationFile::from_toml_str(
+            &with.replace("sandbox_create_us = 4.25", "sandbox_create_us = -1.0"),
+            "t.toml",
+        )
+        .expect_err("negative");
+        assert!(
+            err.to_string()
+                .contains("isolation.per_request.sandbox_create_us"),
+            "{err}"
+        );
+        let err = CalibrationFile::from_toml_str(
+            &with.replace("chain_us = 7.5", "chain_us = 7.5\nbogus = 1"),
+            "t.toml",
+        )
+        .expect_err("unknown field");
+        assert!(err.to_string().contains("bogus"), "{err}");
+        // The shipped reference keeps validating whatever it carries.
+        assert!(base.validate().is_ok());
     }
 }

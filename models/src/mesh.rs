@@ -135,6 +135,11 @@ pub struct DataPlane {
     /// Sandbox boot per request, µs, overriding the technology's figure.
     #[serde(default)]
     pub sandbox_boot_us: Option<f64>,
+    /// With the `wasm` technology, take the boot cost from the calibration file's measured
+    /// `[isolation.per_request].sandbox_create_us` when it has one (the reference sidecar's
+    /// `--isolation per-request`), instead of the technology's constant.
+    #[serde(default)]
+    pub sandbox_boot_from_calibration: bool,
     /// Per-node L4 proxy CPU per request ([`DataPlaneKind::Ambient`]), µs.
     #[serde(default)]
     pub l4_cpu_us: f64,
@@ -172,6 +177,20 @@ impl DataPlane {
         self.sandbox_boot_us
             .or(self.sandbox_technology.map(SandboxTech::boot_us))
             .unwrap_or(0.0)
+    }
+
+    /// Sandbox boot per request, µs, given a calibration file: the explicit override; else,
+    /// for the `wasm` technology with `sandbox_boot_from_calibration`, the file's measured
+    /// sandbox creation (when present); else [`DataPlane::boot_us`].
+    pub fn boot_us_calibrated(&self, calibration: &crate::calibration::CalibrationFile) -> f64 {
+        if self.sandbox_boot_us.is_none()
+            && self.sandbox_boot_from_calibration
+            && self.sandbox_technology == Some(SandboxTech::Wasm)
+            && let Some(us) = calibration.sandbox_create_us()
+        {
+            return us;
+        }
+        self.boot_us()
     }
 
     /// `(cpu_scale, latency_scale)` against a calibration's costs: the anchors over the
@@ -680,6 +699,24 @@ mod tests {
         assert_eq!(lw.data_plane.rss_mib, 0.0);
         assert_eq!(lw.control_plane.scope, Scope::Fused);
         assert_eq!(lw.data_plane.boot_us(), 6.0);
+        // The lightweight profile reads the measured sandbox creation when the calibration
+        // file has one, and falls back to the constant otherwise.
+        assert!(lw.data_plane.sandbox_boot_from_calibration);
+        let mut cal = crate::calibration::CalibrationFile::reference();
+        cal.isolation = None;
+        assert_eq!(lw.data_plane.boot_us_calibrated(&cal), 6.0);
+        cal.isolation = Some(crate::calibration::IsolationCosts {
+            per_request: Some(crate::calibration::PerRequestCosts {
+                sandbox_create_us: 4.25,
+                chain_us: 7.0,
+                shared_chain_us: 1.5,
+                entries: Vec::new(),
+            }),
+        });
+        assert_eq!(lw.data_plane.boot_us_calibrated(&cal), 4.25);
+        let mut explicit = lw.clone();
+        explicit.data_plane.sandbox_boot_us = Some(9.0);
+        assert_eq!(explicit.data_plane.boot_us_calibrated(&cal), 9.0);
         let hl = MeshSelection {
             profile: "lightweight".into(),
             sandbox: Some(SandboxTech::Hyperlight),

@@ -25,6 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use jsonwebtoken::Algorithm;
 use serde::Serialize;
 
+use crate::config::Isolation;
 use crate::pki::Pki;
 use crate::policy::jwt::TestIssuer;
 use crate::upstream::Connector;
@@ -92,6 +93,9 @@ pub enum PolicySet {
     Only(Policy),
     /// The sidecar with all nine.
     All,
+    /// The header-only chain: ports, authz and tracing (no crypto, no I/O), the chain the
+    /// per-request sandbox is measured with.
+    HeaderOnly,
 }
 
 impl PolicySet {
@@ -109,6 +113,7 @@ impl PolicySet {
             PolicySet::PassThrough => "pass-through".into(),
             PolicySet::Only(p) => p.name().into(),
             PolicySet::All => "all-nine".into(),
+            PolicySet::HeaderOnly => "header-only".into(),
         }
     }
 
@@ -117,6 +122,7 @@ impl PolicySet {
             PolicySet::PassThrough => false,
             PolicySet::Only(q) => *q == p,
             PolicySet::All => true,
+            PolicySet::HeaderOnly => matches!(p, Policy::Ports | Policy::Authz | Policy::Tracing),
         }
     }
 }
@@ -174,6 +180,12 @@ pub struct Measurement {
     pub rss_kib: Option<u64>,
     /// Process start to first request served through it, milliseconds.
     pub startup_ms: Option<f64>,
+    /// RSS of the proxy, KiB, after `Options::idle_settle` with no request in flight.
+    pub idle_rss_kib: Option<u64>,
+    /// The anonymous (private) part of `idle_rss_kib` (`RssAnon`): what a function's proxy
+    /// really adds to a node; the rest is mostly the executable's pages, shared by every
+    /// proxy running the same binary.
+    pub idle_anon_kib: Option<u64>,
 }
 
 /// Harness errors.
@@ -200,6 +212,11 @@ pub struct Options {
     pub request_timeout: Duration,
     /// Sidecar worker threads (1 = current-thread runtime, comparable to one nginx worker).
     pub worker_threads: usize,
+    /// Policy isolation of the sidecar under test (`runtime.isolation`).
+    pub isolation: Isolation,
+    /// After the measured phase, wait this long with no request in flight and sample the
+    /// proxy's RSS again (`Measurement::idle_rss_kib`); zero skips it.
+    pub idle_settle: Duration,
 }
 
 impl Default for Options {
@@ -212,6 +229,8 @@ impl Default for Options {
             warmup: Duration::from_secs(1),
             request_timeout: Duration::from_secs(2),
             worker_threads: 1,
+            isolation: Isolation::Shared,
+            idle_settle: Duration::ZERO,
         }
     }
 }
@@ -334,8 +353,10 @@ impl Harness {
     pub fn sidecar_config(&self, set: &PolicySet, port: u16) -> String {
         let d = self.dir.display();
         let mut c = format!(
-            "version = 1\nfunction = \"bench-fn\"\n[runtime]\nworker_threads = {}\n[inbound]\nlisten = \"127.0.0.1:{port}\"\nupstream = [\"{}\"]\n",
-            self.opts.worker_threads, self.upstream
+            "version = 1\nfunction = \"bench-fn\"\n[runtime]\nworker_threads = {}\nisolation = \"{}\"\n[inbound]\nlisten = \"127.0.0.1:{port}\"\nupstream = [\"{}\"]\n",
+            self.opts.worker_threads,
+            self.opts.isolation.as_str(),
+            self.upstream
         );
         if set.has(Policy::Mtls) {
             c += &format!(
@@ -490,14 +511,27 @@ impl Harness {
                 .map(|p| p.rss_pages())
                 .transpose()?
                 .map(|p| p * self.page_kib);
+            let (idle_rss_kib, idle_anon_kib) = match proc.as_mut() {
+                Some(p) if !self.opts.idle_settle.is_zero() => {
+                    tokio::time::sleep(self.opts.idle_settle).await;
+                    (Some(p.rss_pages()? * self.page_kib), Some(p.anon_kib()))
+                }
+                _ => (None, None),
+            };
             let cpu_us_per_request = match (cpu0, cpu1) {
                 (Some(a), Some(b)) if stats.sent > 0 => {
                     Some((b.saturating_sub(a)) as f64 / self.clk_tck * 1e6 / stats.sent as f64)
                 }
                 _ => None,
             };
+            let name = match (target, self.opts.isolation) {
+                (Target::Sidecar(_), Isolation::PerRequest) => {
+                    format!("{}/per-request", target.name())
+                }
+                _ => target.name(),
+            };
             Ok::<_, BenchError>((Measurement {
-                target: target.name(),
+                target: name,
                 rate_rps,
                 duration_s: duration.as_secs_f64(),
                 sent: stats.sent,
@@ -511,6 +545,8 @@ impl Harness {
                 added_p99_us: None,
                 rss_kib,
                 startup_ms,
+                idle_rss_kib,
+                idle_anon_kib,
             }, samples))
         });
         if let Some(p) = proc {
@@ -645,6 +681,22 @@ impl Proc {
             .filter_map(proc_stat)
             .map(|(_, t, _)| t)
             .sum())
+    }
+
+    /// `RssAnon` of the process and its children, KiB.
+    fn anon_kib(&self) -> u64 {
+        self.pids()
+            .into_iter()
+            .filter_map(|pid| {
+                let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                s.lines()
+                    .find_map(|l| l.strip_prefix("RssAnon:"))?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
     }
 
     fn rss_pages(&mut self) -> Result<u64, BenchError> {

@@ -25,6 +25,10 @@ pub struct CalibrationFile {
     pub reference: Option<String>,
     /// One entry per (policy set, rate).
     pub entries: Vec<PolicyCost>,
+    /// Costs of the isolation modes (`[isolation.per_request]`); the type lives in
+    /// `meshsim-models`, the schema's home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<meshsim_models::calibration::IsolationCosts>,
 }
 
 /// Machine description.
@@ -125,6 +129,7 @@ mod tests {
                 startup_ms: 3.0,
                 error_rate: 0.0,
             }],
+            isolation: None,
         };
         let text = toml::to_string(&f).expect("serialise");
         let back: CalibrationFile = toml::from_str(&text).expect("parse");

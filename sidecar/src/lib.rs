@@ -33,6 +33,7 @@ pub mod diag;
 pub mod http;
 pub mod pki;
 pub mod policy;
+pub mod sandbox;
 pub mod scan;
 pub mod server;
 pub mod stats;

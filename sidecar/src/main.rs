@@ -19,28 +19,20 @@ enum Cmd {
         /// Config file.
         #[arg(long)]
         config: PathBuf,
+        /// Override `runtime.isolation`: `shared` (tower layers) or `per-request` (a fresh
+        /// WebAssembly instance decides each request).
+        #[arg(long)]
+        isolation: Option<meshsim_sidecar::config::Isolation>,
     },
     /// Measure CPU/request, added latency, RSS and start-up of the sidecar (pass-through, each
     /// policy alone, all nine) and of nginx, with an open-loop load on loopback.
-    Bench {
-        /// Offered rates, requests per second.
-        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000")]
-        rates: Vec<u64>,
-        /// Measured seconds per point (after a 1 s warm-up).
-        #[arg(long, default_value_t = 5.0)]
-        duration_s: f64,
-        /// Runs per point; the median (by proxy CPU per request) is reported.
-        #[arg(long, default_value_t = 1)]
-        repeats: usize,
-        /// Only these policy sets (pass-through, all-nine, or policy names); default all.
-        #[arg(long, value_delimiter = ',')]
-        only: Vec<String>,
-        /// Skip nginx.
-        #[arg(long)]
-        no_nginx: bool,
-        /// Also write the measurements as a calibration TOML file.
-        #[arg(long)]
-        calibration_out: Option<PathBuf>,
+    Bench(BenchArgs),
+    /// In-process micro benchmark of per-request isolation: a fresh sandbox instance (empty
+    /// guest), the header-only chain in a fresh instance, and the same chain as shared checks.
+    SandboxBench {
+        /// Iterations per timing (after as many warm-up iterations, up to 10000).
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u64,
     },
     /// Validate a config file and print it normalised.
     Check {
@@ -50,26 +42,50 @@ enum Cmd {
     },
 }
 
+/// Arguments of `bench`.
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Offered rates, requests per second.
+    #[arg(long, value_delimiter = ',', default_value = "500,1000,2000")]
+    pub rates: Vec<u64>,
+    /// Measured seconds per point (after a 1 s warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    pub duration_s: f64,
+    /// Runs per point; the median (by proxy CPU per request) is reported.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
+    /// Only these policy sets (pass-through, all-nine, or policy names); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Skip nginx.
+    #[arg(long)]
+    pub no_nginx: bool,
+    /// Also write the measurements as a calibration TOML file.
+    #[arg(long)]
+    pub calibration_out: Option<PathBuf>,
+    /// Isolation of the sidecar under test: `shared` or `per-request`.
+    #[arg(long, default_value = "shared")]
+    pub isolation: meshsim_sidecar::config::Isolation,
+    /// After each point, wait this long with no request in flight and report the idle
+    /// RSS (0 = skip).
+    #[arg(long, default_value_t = 0.0)]
+    pub idle_settle_s: f64,
+}
+
 fn main() -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Serve { config } => serve(config, t0),
-        Cmd::Bench {
-            rates,
-            duration_s,
-            repeats,
-            only,
-            no_nginx,
-            calibration_out,
-        } => bench(
-            &rates,
-            duration_s,
-            repeats,
-            &only,
-            !no_nginx,
-            calibration_out,
-        ),
+        Cmd::Serve { config, isolation } => serve(config, isolation, t0),
+        Cmd::Bench(args) => bench(args),
+        Cmd::SandboxBench { iterations } => {
+            if !(1..=10_000_000).contains(&iterations) {
+                anyhow::bail!("--iterations must be in 1..=10000000");
+            }
+            let m = meshsim_sidecar::sandbox::micro::run(iterations)?;
+            println!("{}", m.table());
+            Ok(())
+        }
         Cmd::Check { config } => {
             let c = meshsim_sidecar::config::Config::load(&config)?;
             print!("{}", c.to_toml());
@@ -78,8 +94,15 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn serve(path: PathBuf, t0: std::time::Instant) -> anyhow::Result<()> {
-    let config = meshsim_sidecar::config::Config::load(&path)?;
+fn serve(
+    path: PathBuf,
+    isolation: Option<meshsim_sidecar::config::Isolation>,
+    t0: std::time::Instant,
+) -> anyhow::Result<()> {
+    let mut config = meshsim_sidecar::config::Config::load(&path)?;
+    if let Some(i) = isolation {
+        config.runtime.isolation = i;
+    }
     let rt = if config.runtime.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -91,6 +114,7 @@ fn serve(path: PathBuf, t0: std::time::Instant) -> anyhow::Result<()> {
             .build()
     }
     .context("building the tokio runtime")?;
+    let config_isolation = config.runtime.isolation;
     rt.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -104,6 +128,7 @@ fn serve(path: PathBuf, t0: std::time::Instant) -> anyhow::Result<()> {
             "outbound": sidecar.outbound.map(|a| a.to_string()),
             "admin": sidecar.admin.map(|a| a.to_string()),
             "pid": std::process::id(),
+            "isolation": config_isolation.as_str(),
             "startup_us": t0.elapsed().as_micros() as u64,
         });
         eprintln!("{line}");
@@ -126,14 +151,19 @@ fn serve(path: PathBuf, t0: std::time::Instant) -> anyhow::Result<()> {
     })
 }
 
-fn bench(
-    rates: &[u64],
-    duration_s: f64,
-    repeats: usize,
-    only: &[String],
-    with_nginx: bool,
-    calibration_out: Option<PathBuf>,
-) -> anyhow::Result<()> {
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let BenchArgs {
+        rates,
+        duration_s,
+        repeats,
+        only,
+        no_nginx,
+        calibration_out,
+        isolation,
+        idle_settle_s,
+    } = args;
+    let with_nginx = !no_nginx;
+    let rates = &rates[..];
     use meshsim_sidecar::bench::{Harness, Options, PolicySet, run_suite, table};
     if !(0.5..=600.0).contains(&duration_s) {
         anyhow::bail!("--duration-s must be in 0.5..=600");
@@ -144,18 +174,30 @@ fn bench(
     if rates.iter().any(|r| !(1..=20_000).contains(r)) {
         anyhow::bail!("--rates must each be in 1..=20000");
     }
+    if !(0.0..=60.0).contains(&idle_settle_s) {
+        anyhow::bail!("--idle-settle-s must be in 0..=60");
+    }
     let sets: Vec<PolicySet> = PolicySet::standard()
         .into_iter()
-        .filter(|s| only.is_empty() || only.iter().any(|o| *o == s.name()))
+        .chain([PolicySet::HeaderOnly])
+        .filter(|s| {
+            // header-only is measured when asked for by name (`--only header-only`).
+            (only.is_empty() && *s != PolicySet::HeaderOnly) || only.iter().any(|o| *o == s.name())
+        })
         .collect();
     if sets.is_empty() {
         anyhow::bail!("--only matched no policy set");
     }
-    let harness = Harness::new(Options::default()).context("setting up the bench")?;
+    let harness = Harness::new(Options {
+        isolation,
+        idle_settle: std::time::Duration::from_secs_f64(idle_settle_s),
+        ..Options::default()
+    })
+    .context("setting up the bench")?;
     let duration = std::time::Duration::from_secs_f64(duration_s);
     let ms = run_suite(&harness, rates, &sets, duration, repeats, with_nginx, |m| {
         eprintln!(
-            "{:>5} rps {:<16} cpu/req {:>7} us  p50 {:>6} us  p99 {:>7} us  ok {}/{} {:?}",
+            "{:>5} rps {:<16} cpu/req {:>7} us  p50 {:>6} us  p99 {:>7} us  ok {}/{} {:?} rss {:?} KiB idle {:?} KiB (anon {:?})",
             m.rate_rps,
             m.target,
             m.cpu_us_per_request
@@ -165,7 +207,10 @@ fn bench(
             m.latency_p99_us,
             m.ok,
             m.sent,
-            m.failures
+            m.failures,
+            m.rss_kib,
+            m.idle_rss_kib,
+            m.idle_anon_kib
         );
     })?;
     println!("{}", table(&ms));
@@ -186,6 +231,7 @@ fn bench(
             reference: with_nginx
                 .then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
             entries: ms.iter().filter_map(PolicyCost::from_measurement).collect(),
+            isolation: None,
         };
         let text = toml::to_string(&file).context("serialising calibration")?;
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;

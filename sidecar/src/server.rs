@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-use crate::config::{Config, MtlsMode, Protocol};
+use crate::config::{Config, Isolation, MtlsMode, Protocol};
 use crate::http::{ConnInfo, ListenerKind, Req, Resp, RespBody, local_reply};
 use crate::pki::{Pki, TlsMaterials, spiffe_id_of};
 use crate::policy::CheckLayer;
@@ -41,6 +41,7 @@ use crate::policy::ports::Ports;
 use crate::policy::ratelimit::RateLimitLayer;
 use crate::policy::retry::RetryLayer;
 use crate::policy::tracing::Tracing;
+use crate::sandbox::layer::{ChainParts, SandboxLayer};
 use crate::scan::{Scanned, Scanner};
 use crate::stats::Stats;
 use crate::upstream::{Forward, ForwardOptions};
@@ -79,6 +80,9 @@ pub enum StartError {
     /// Config invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The per-request policy sandbox could not be built (or its self-test failed).
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
 }
 
 /// Limits the front layer enforces.
@@ -437,6 +441,7 @@ async fn serve_conn<S>(
 /// The policy chain's layers for one listener.
 #[derive(Default)]
 struct ChainLayers {
+    sandbox: Option<SandboxLayer>,
     mtls: Option<CheckLayer<Mtls>>,
     ports: Option<CheckLayer<Ports>>,
     jwt: Option<CheckLayer<Jwt>>,
@@ -455,6 +460,7 @@ fn build_chain(
 ) -> impl Service<Req, Response = Resp, Error = Infallible, Future: Send> + Clone + Send + Sync + 'static
 {
     ServiceBuilder::new()
+        .option_layer(l.sandbox)
         .option_layer(l.mtls)
         .option_layer(l.ports)
         .option_layer(l.jwt)
@@ -613,31 +619,26 @@ impl Sidecar {
             .as_ref()
             .map(|i| i.spiffe_id())
             .unwrap_or_default();
-        let inbound_layers = ChainLayers {
-            mtls: p
-                .mtls
-                .as_ref()
-                .map(|m| CheckLayer::new(Mtls::new(m.mode, own_id.clone()))),
-            ports: p.ports.as_ref().map(|x| {
-                let mut ports = x.inbound_ports.clone();
-                if x.allow_bound_port {
-                    ports.push(inbound_port);
-                }
-                CheckLayer::new(Ports::new(ports, x.protocols.clone()))
-            }),
-            jwt: match &p.jwt {
-                Some(j) => Some(CheckLayer::new(Jwt::new(j)?)),
-                None => None,
-            },
-            authz: p.authz.as_ref().map(|a| CheckLayer::new(Authz::new(a))),
-            rate_limit: p
-                .rate_limit
-                .as_ref()
-                .map(|r| RateLimitLayer::new(&config.function, r, stats.clone())),
-            tracing: p
-                .tracing
-                .as_ref()
-                .map(|t| CheckLayer::new(Tracing::new(t.sampling))),
+        let allowed_ports = p.ports.as_ref().map(|x| {
+            let mut ports = x.inbound_ports.clone();
+            if x.allow_bound_port {
+                ports.push(inbound_port);
+            }
+            (ports, x.protocols.clone())
+        });
+        let jwt = match &p.jwt {
+            Some(j) => Some(Jwt::new(j)?),
+            None => None,
+        };
+        let rate_limit = p
+            .rate_limit
+            .as_ref()
+            .map(|r| RateLimitLayer::new(&config.function, r, stats.clone()));
+        let tracing = p
+            .tracing
+            .as_ref()
+            .map(|t| Arc::new(Tracing::new(t.sampling)));
+        let host_side = ChainLayers {
             access_log: log_writer
                 .as_ref()
                 .map(|w| AccessLogLayer::new(w, &config.function, stats.clone())),
@@ -646,6 +647,49 @@ impl Sidecar {
                 .circuit_breaker
                 .as_ref()
                 .map(|c| CircuitLayer::new(c, &config.inbound.upstream, stats.clone())),
+            ..ChainLayers::default()
+        };
+        // Per-request isolation sandboxes the header-only policies; with none configured
+        // there is nothing to run and the chain is the bare proxy in both modes.
+        let any_header_policy = p.mtls.is_some()
+            || p.ports.is_some()
+            || p.jwt.is_some()
+            || p.authz.is_some()
+            || p.rate_limit.is_some()
+            || p.tracing.is_some();
+        let isolation = match config.runtime.isolation {
+            Isolation::PerRequest if !any_header_policy => Isolation::Shared,
+            other => other,
+        };
+        let inbound_layers = match isolation {
+            Isolation::Shared => ChainLayers {
+                mtls: p
+                    .mtls
+                    .as_ref()
+                    .map(|m| CheckLayer::new(Mtls::new(m.mode, own_id.clone()))),
+                ports: allowed_ports
+                    .map(|(ports, protocols)| CheckLayer::new(Ports::new(ports, protocols))),
+                jwt: jwt.map(CheckLayer::new),
+                authz: p.authz.as_ref().map(|a| CheckLayer::new(Authz::new(a))),
+                rate_limit,
+                tracing: tracing.map(CheckLayer::from_arc),
+                ..host_side
+            },
+            Isolation::PerRequest => ChainLayers {
+                sandbox: Some(SandboxLayer::new(
+                    p,
+                    ChainParts {
+                        mtls: p.mtls.as_ref().map(|m| (m.mode, own_id.clone())),
+                        ports: allowed_ports,
+                        jwt,
+                        rate_limit,
+                        tracing,
+                    },
+                    (&config.sandbox).into(),
+                    stats.clone(),
+                )?),
+                ..host_side
+            },
         };
         let inbound_chain = build_chain(
             inbound_layers,
@@ -698,11 +742,28 @@ impl Sidecar {
             };
             // Outbound traffic gets the client-side policies: tracing, access log, retries
             // and circuit breaking (authn/authz/rate limits are the callee's inbound job).
+            let tracing = p
+                .tracing
+                .as_ref()
+                .map(|t| Arc::new(Tracing::new(t.sampling)));
+            let (tracing, sandbox) = match (config.runtime.isolation, tracing) {
+                (Isolation::PerRequest, Some(t)) => (
+                    None,
+                    Some(SandboxLayer::new(
+                        &crate::config::Policies::default(),
+                        ChainParts {
+                            tracing: Some(t),
+                            ..ChainParts::default()
+                        },
+                        (&config.sandbox).into(),
+                        stats.clone(),
+                    )?),
+                ),
+                (_, t) => (t.map(CheckLayer::from_arc), None),
+            };
             let layers = ChainLayers {
-                tracing: p
-                    .tracing
-                    .as_ref()
-                    .map(|t| CheckLayer::new(Tracing::new(t.sampling))),
+                sandbox,
+                tracing,
                 access_log: log_writer
                     .as_ref()
                     .map(|w| AccessLogLayer::new(w, &config.function, stats.clone())),

@@ -49,4 +49,6 @@ stats! {
     circuit_overflow: "Requests refused by circuit-breaker limits.",
     ejections: "Outlier ejections.",
     upstream_errors: "Upstream connect failures and resets.",
+    sandbox_runs: "Requests decided in a fresh sandbox instance (per-request isolation).",
+    sandbox_failures: "Sandboxed policy runs that trapped, ran out of fuel or memory (request refused).",
 }

@@ -138,3 +138,54 @@ fn loadavg() -> String {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_flag_overrides_the_config() {
+    let up = upstream().await;
+    let (port, admin_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("fn.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version = 1\nfunction = \"iso\"\n[runtime]\nisolation = \"shared\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[inbound]\nlisten = \"127.0.0.1:{port}\"\nupstream = [\"{}\"]\n[policies.tracing]\nsampling = 1.0\n",
+            up.addr
+        ),
+    )
+    .expect("write config");
+    let bad = Command::new(BIN)
+        .args(["serve", "--isolation", "wasm", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("isolation"));
+    let mut child = Command::new(BIN)
+        .args(["serve", "--isolation", "per-request", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sidecar");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while send(admin, get("/ready")).await.map(|r| r.status) != Ok(200) {
+        assert!(Instant::now() < deadline, "sidecar never became ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = send(addr, get("/")).await.expect("reply");
+    assert_eq!(r.status, 200);
+    assert!(r.echoed()["traceparent"].as_str().is_some());
+    let stats = send(admin, get("/stats")).await.expect("stats");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.body).expect("json");
+    assert_eq!(stats["sandbox_runs"], 1, "{stats}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "sidecar did not exit");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -247,7 +247,7 @@ impl MeshModel {
             };
             let traversals = u64::from(dp.traversals_per_hop) * hop_ns;
             let ns = |us: f64| (us * 1e3).round().max(0.0) as u64;
-            let boot = ns(dp.boot_us());
+            let boot = ns(dp.boot_us_calibrated(inputs.calibration));
             // The pass-through CPU beyond what fits in the published on-path latency runs off
             // the request's critical path (`DataPlane::on_path_latency_us`).
             let off = dp.on_path_latency_us.map_or(0.0, |anchor| {

@@ -519,3 +519,50 @@ fn istio_cpu_anchor_is_split_between_the_critical_path_and_the_node() {
     );
     assert!(split_e2e < path_e2e, "{split_e2e} vs {path_e2e} ms");
 }
+
+#[test]
+fn the_lightweight_profile_reads_the_measured_sandbox_creation() {
+    use meshsim_models::calibration::{IsolationCosts, PerRequestCosts};
+    let trace = meshsim_traces::embedded::load("invitro-example")
+        .unwrap()
+        .unwrap();
+    let trace = Arc::new(trace.window(2).unwrap());
+    let cfg = SimConfig::default();
+    let opts = RunOptions::default();
+    let p = MeshProfile::builtin("lightweight").unwrap();
+    let run = |cal: &CalibrationFile| {
+        let inputs = MeshInputs {
+            calibration: cal,
+            xds_sizes: Some(sizes()),
+            record_xds: false,
+        };
+        let r = meshsim_sim::run_profile(trace.clone(), &cfg, &p, inputs, &opts, &mut |_, _| {})
+            .unwrap();
+        r.node_seconds
+            .iter()
+            .map(|n| n.cpu_cores.sidecar)
+            .sum::<f64>()
+    };
+    let with_create = |us: f64| {
+        let mut c = calibration().clone();
+        c.isolation = Some(IsolationCosts {
+            per_request: Some(PerRequestCosts {
+                sandbox_create_us: us,
+                chain_us: us + 3.0,
+                shared_chain_us: 1.5,
+                entries: Vec::new(),
+            }),
+        });
+        c
+    };
+    let mut without = calibration().clone();
+    without.isolation = None;
+    // Without the table the constant (6 us) applies, the same as a measured 6 us.
+    let (none, six, dear) = (
+        run(&without),
+        run(&with_create(6.0)),
+        run(&with_create(600.0)),
+    );
+    assert!((none - six).abs() <= 1e-9 * none.max(1.0), "{none} {six}");
+    assert!(dear > six, "{six} {dear}");
+}

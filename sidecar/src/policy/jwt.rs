@@ -56,7 +56,8 @@ struct Key {
     validation: Validation,
 }
 
-type ClaimHeaders = Vec<(HeaderName, HeaderValue)>;
+/// Claim headers to forward upstream.
+pub type ClaimHeaders = Vec<(HeaderName, HeaderValue)>;
 /// Verified token -> (claim headers, exp, nbf).
 type TokenCache = Mutex<HashMap<String, (ClaimHeaders, u64, u64)>>;
 
@@ -232,7 +233,8 @@ fn now_s() -> u64 {
         .unwrap_or(0)
 }
 
-fn unauthorized(msg: &'static str) -> Resp {
+/// The 401 reply of the JWT layers.
+pub fn unauthorized(msg: &str) -> Resp {
     let mut r = local_reply(StatusCode::UNAUTHORIZED, "jwt", msg);
     r.headers_mut().insert(
         http::header::WWW_AUTHENTICATE,
@@ -241,25 +243,26 @@ fn unauthorized(msg: &'static str) -> Resp {
     r
 }
 
+impl Jwt {
+    /// Verify the request's bearer token (signature, algorithm, `iss`, `aud`, `exp`, `nbf`):
+    /// the claim headers to forward, or the refusal reason. The per-request sandbox calls this
+    /// natively and hands the result to the guest.
+    pub fn verify_request(&self, headers: &http::HeaderMap) -> Result<ClaimHeaders, &'static str> {
+        let value = headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or("missing bearer token")?;
+        let s = value.to_str().map_err(|_| "malformed token")?;
+        let (scheme, token) = s.split_once(' ').ok_or("malformed token")?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err("missing bearer token");
+        }
+        self.verify_cached(token.trim())
+    }
+}
+
 impl Check for Jwt {
     fn check(&self, req: &mut Req) -> Result<(), Resp> {
-        let token = {
-            let value = req
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .ok_or_else(|| unauthorized("missing bearer token"))?;
-            let s = value
-                .to_str()
-                .map_err(|_| unauthorized("malformed token"))?;
-            let (scheme, token) = s
-                .split_once(' ')
-                .ok_or_else(|| unauthorized("malformed token"))?;
-            if !scheme.eq_ignore_ascii_case("bearer") {
-                return Err(unauthorized("missing bearer token"));
-            }
-            token.trim().to_owned()
-        };
-        let headers = self.verify_cached(&token).map_err(unauthorized)?;
+        let headers = self.verify_request(req.headers()).map_err(unauthorized)?;
         let h = req.headers_mut();
         h.remove(http::header::AUTHORIZATION);
         for (name, value) in headers {

@@ -47,6 +47,11 @@ impl<C> CheckLayer<C> {
     pub fn new(check: C) -> Self {
         CheckLayer(Arc::new(check))
     }
+
+    /// Wrap a shared check.
+    pub fn from_arc(check: Arc<C>) -> Self {
+        CheckLayer(check)
+    }
 }
 
 impl<C, S> Layer<S> for CheckLayer<C> {

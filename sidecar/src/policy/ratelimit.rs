@@ -158,7 +158,7 @@ struct Shared {
     key: RateLimitKey,
     key_header: Option<HeaderName>,
     failure_mode: FailureMode,
-    local: Option<Bucket>,
+    local: Option<Arc<Bucket>>,
     redis: RedisHandle,
     stats: Arc<Stats>,
 }
@@ -187,7 +187,7 @@ impl RateLimitLayer {
             key: p.key.clone(),
             key_header,
             failure_mode: p.failure_mode,
-            local: p.local.as_ref().map(Bucket::new),
+            local: p.local.as_ref().map(|b| Arc::new(Bucket::new(b))),
             redis: RedisHandle::new(&p.redis_url, Duration::from_millis(p.redis_timeout_ms)),
             stats,
         }))
@@ -217,9 +217,66 @@ impl<S> std::fmt::Debug for RateLimit<S> {
     }
 }
 
+impl RateLimitLayer {
+    /// The local token bucket, if configured (shared with the per-request sandbox's host).
+    pub fn bucket(&self) -> Option<Arc<Bucket>> {
+        self.0.local.clone()
+    }
+
+    /// The configured key.
+    pub fn key(&self) -> &RateLimitKey {
+        &self.0.key
+    }
+
+    /// Count one request against the global (Redis) counter for `part` (the key part: `global`,
+    /// the source identity / IP, or the header value); `Some(reply)` when it is refused.
+    pub async fn check_global(&self, part: &str) -> Option<Resp> {
+        self.0.check_global(part).await
+    }
+}
+
 impl Shared {
-    fn key_for(&self, req: &Req) -> String {
-        let part: String = match &self.key {
+    fn redis_key(&self, part: &str) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let window = now / self.window_s;
+        format!("meshsim_rl:{}:{}:{}", self.function, part, window)
+    }
+
+    async fn check_global(&self, part: &str) -> Option<Resp> {
+        match self.redis.incr(&self.redis_key(part), self.window_s).await {
+            Ok(n) if n > self.limit => {
+                self.stats.rate_limited.inc();
+                Some(too_many("rate_limit"))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                self.stats.redis_errors.inc();
+                crate::diag::warn_limited(
+                    "ratelimit_redis_unavailable",
+                    &format!(
+                        "{e}; failure_mode={}",
+                        match self.failure_mode {
+                            FailureMode::Open => "open (allowing)",
+                            FailureMode::Closed => "closed (refusing)",
+                        }
+                    ),
+                );
+                (self.failure_mode == FailureMode::Closed).then(|| {
+                    local_reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "rate_limit",
+                        "rate limit service unavailable",
+                    )
+                })
+            }
+        }
+    }
+
+    fn key_part(&self, req: &Req) -> String {
+        match &self.key {
             RateLimitKey::Global => "global".into(),
             RateLimitKey::Source => match conn_info(req) {
                 Some(c) => match &c.peer {
@@ -235,17 +292,12 @@ impl Shared {
                 .and_then(|v| v.to_str().ok())
                 .map(|s| s.chars().take(128).collect())
                 .unwrap_or_else(|| "-".into()),
-        };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let window = now / self.window_s;
-        format!("meshsim_rl:{}:{}:{}", self.function, part, window)
+        }
     }
 }
 
-fn too_many(by: &'static str) -> Resp {
+/// The 429 reply of the rate-limit layers.
+pub fn too_many(by: &'static str) -> Resp {
     let mut r = local_reply(StatusCode::TOO_MANY_REQUESTS, by, "rate limited");
     r.headers_mut().insert(
         "x-envoy-ratelimited",
@@ -277,33 +329,9 @@ where
                 shared.stats.rate_limited_local.inc();
                 return Ok(too_many("local_rate_limit"));
             }
-            let key = shared.key_for(&req);
-            match shared.redis.incr(&key, shared.window_s).await {
-                Ok(n) if n > shared.limit => {
-                    shared.stats.rate_limited.inc();
-                    return Ok(too_many("rate_limit"));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    shared.stats.redis_errors.inc();
-                    crate::diag::warn_limited(
-                        "ratelimit_redis_unavailable",
-                        &format!(
-                            "{e}; failure_mode={}",
-                            match shared.failure_mode {
-                                FailureMode::Open => "open (allowing)",
-                                FailureMode::Closed => "closed (refusing)",
-                            }
-                        ),
-                    );
-                    if shared.failure_mode == FailureMode::Closed {
-                        return Ok(local_reply(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "rate_limit",
-                            "rate limit service unavailable",
-                        ));
-                    }
-                }
+            let part = shared.key_part(&req);
+            if let Some(resp) = shared.check_global(&part).await {
+                return Ok(resp);
             }
             inner.oneshot(req).await
         })

@@ -34,20 +34,35 @@ pub struct Tracing {
 impl Tracing {
     /// `sampling` in [0, 1].
     pub fn new(sampling: f64) -> Tracing {
-        let threshold = if sampling >= 1.0 {
-            u64::MAX
-        } else {
-            (sampling.max(0.0) * u64::MAX as f64) as u64
-        };
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ u64::from(std::process::id()).rotate_left(32);
+        Self::with_seed(sampling, seed)
+    }
+
+    /// Like [`Tracing::new`] with a fixed generator seed (tests comparing isolation modes).
+    pub fn with_seed(sampling: f64, seed: u64) -> Tracing {
+        let threshold = if sampling >= 1.0 {
+            u64::MAX
+        } else {
+            (sampling.max(0.0) * u64::MAX as f64) as u64
+        };
         Tracing {
             threshold,
             rng: AtomicU64::new(seed),
         }
+    }
+
+    /// Sampling threshold on a uniform u64 (`u64::MAX` = always).
+    pub fn threshold(&self) -> u64 {
+        self.threshold
+    }
+
+    /// Next id of the shared generator (the per-request sandbox's `rand` host function).
+    pub fn next_id(&self) -> u64 {
+        self.next()
     }
 
     /// Next pseudo-random id (splitmix64 over an atomic counter; ids need uniqueness, not
@@ -151,6 +166,15 @@ fn hv(s: String) -> HeaderValue {
 impl Check for Tracing {
     fn check(&self, req: &mut Req) -> Result<(), Resp> {
         let ctx = self.context(req.headers());
+        apply(req, ctx);
+        Ok(())
+    }
+}
+
+/// Emit `ctx` upstream in both formats (W3C and B3 multi-header) and record it in the
+/// request's extensions (for the access log).
+pub fn apply(req: &mut Req, ctx: TraceCtx) {
+    {
         let h = req.headers_mut();
         let flags = if ctx.sampled { "01" } else { "00" };
         h.insert(
@@ -172,9 +196,8 @@ impl Check for Tracing {
             "x-b3-sampled",
             HeaderValue::from_static(if ctx.sampled { "1" } else { "0" }),
         );
-        req.extensions_mut().insert(ctx);
-        Ok(())
     }
+    req.extensions_mut().insert(ctx);
 }
 
 #[cfg(test)]

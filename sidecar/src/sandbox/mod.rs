@@ -1,0 +1,400 @@
+//! Per-request isolation (`runtime.isolation = "per-request"`, `serve --isolation
+//! per-request`): each request's header-only policy chain runs in a **fresh WebAssembly
+//! instance** (wasmtime, pooling instance allocator), created for that request and dropped
+//! with its store when the decision is made. Nothing a policy writes to its globals or memory
+//! survives the request; state that must persist (the local token bucket, the tracing id
+//! generator, counters) is reached only through explicit host functions backed by the
+//! process's shared state ([`HostShared`]).
+//!
+//! Limits per instance: `sandbox.fuel` units of fuel (about one per wasm instruction), a
+//! memory cap (`sandbox.max_memory_bytes`, enforced by a store limiter that traps on a failed
+//! `memory.grow`, and by the pool slot size) and a wasm stack cap. A guest that traps, runs
+//! out of fuel or exceeds its memory is stopped and **only its request** is refused (500,
+//! `x-meshsim-denied-by: sandbox`); the proxy keeps serving.
+//!
+//! * [`abi`]: the input / config / output layouts.
+//! * `chain.wat`: the policy chain guest, built from WAT text in this repository at start-up
+//!   (no wasm32 target needed), parametrised by a config data segment.
+//! * [`layer`]: the tower layer that puts the sandbox in the request path.
+//! * [`micro`]: the in-process micro benchmark (`meshsim-sidecar sandbox-bench`).
+
+pub mod abi;
+pub mod layer;
+pub mod micro;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use wasmtime::{
+    Caller, Config as WasmConfig, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap,
+};
+
+use crate::config::SandboxConfig;
+use crate::policy::ratelimit::Bucket;
+use crate::policy::tracing::Tracing;
+
+/// WAT source of the policy-chain guest (see the file for its structure).
+pub const CHAIN_WAT: &str = include_str!("chain.wat");
+
+/// Bytes of a wasm page.
+pub const PAGE: u64 = 65_536;
+
+/// Why a sandboxed run did not produce a decision. The request is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// Compiling or linking a module failed (start-up only).
+    #[error("compiling the policy module: {0}")]
+    Compile(String),
+    /// The guest trapped (unreachable, out-of-bounds access, stack overflow, ...).
+    #[error("policy trapped: {0}")]
+    Trap(String),
+    /// The guest ran out of fuel (a loop, or simply too much work).
+    #[error("policy ran out of fuel")]
+    Fuel,
+    /// The guest (or its input) needed more memory than the cap.
+    #[error("policy exceeded its memory limit")]
+    Memory,
+    /// Instantiation failed (e.g. the pool is exhausted).
+    #[error("instantiating the policy: {0}")]
+    Instantiate(String),
+    /// The guest's output was malformed.
+    #[error(transparent)]
+    Output(#[from] abi::BadOutput),
+}
+
+impl SandboxError {
+    /// Short label for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SandboxError::Compile(_) => "compile",
+            SandboxError::Trap(_) => "trap",
+            SandboxError::Fuel => "fuel",
+            SandboxError::Memory => "memory",
+            SandboxError::Instantiate(_) => "instantiate",
+            SandboxError::Output(_) => "output",
+        }
+    }
+}
+
+/// A bounded node-local counter cache: the explicit host-provided shared state of the
+/// per-request mode (`cache_incr`). Keys are bytes; when full, it is cleared (counters are
+/// best-effort windows, like the JWT cache).
+#[derive(Debug, Default)]
+pub struct SharedCache {
+    map: Mutex<HashMap<Vec<u8>, i64>>,
+}
+
+/// Entries kept by [`SharedCache`] before it is cleared.
+pub const CACHE_ENTRIES: usize = 65_536;
+
+impl SharedCache {
+    /// Add `by` to `key` (0 reads) and return the new value.
+    pub fn incr(&self, key: &[u8], by: i64) -> i64 {
+        let Ok(mut m) = self.map.lock() else {
+            return 0;
+        };
+        if by == 0 {
+            return m.get(key).copied().unwrap_or(0);
+        }
+        if m.len() >= CACHE_ENTRIES && !m.contains_key(key) {
+            m.clear();
+        }
+        let v = m.entry(key.to_vec()).or_insert(0);
+        *v = v.saturating_add(by);
+        *v
+    }
+}
+
+/// The process state reachable from guests through host functions.
+#[derive(Debug, Default)]
+pub struct HostShared {
+    /// The tracing id generator (`rand`).
+    pub tracing: Option<Arc<Tracing>>,
+    /// The local token bucket (`rl_local_take`).
+    pub bucket: Option<Arc<Bucket>>,
+    /// Counters (`cache_incr`).
+    pub cache: SharedCache,
+}
+
+/// Per-store data: the shared host state and this instance's limits.
+struct HostState {
+    shared: Arc<HostShared>,
+    limits: StoreLimits,
+    /// A start-up probe: host functions answer without touching shared state.
+    probe: bool,
+}
+
+/// Limits applied to every instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Fuel per request.
+    pub fuel: u64,
+    /// Linear memory cap, bytes (rounded up to whole pages).
+    pub max_memory_bytes: u64,
+    /// Wasm stack cap, bytes.
+    pub max_stack_bytes: usize,
+    /// Instances that may exist at once (pool slots).
+    pub instances: u32,
+    /// Linear-memory bytes a used pool slot keeps resident (zeroed, not decommitted).
+    pub keep_resident_bytes: usize,
+}
+
+impl From<&SandboxConfig> for Limits {
+    fn from(c: &SandboxConfig) -> Limits {
+        Limits {
+            fuel: c.fuel,
+            max_memory_bytes: c.max_memory_bytes,
+            max_stack_bytes: c.max_stack_bytes as usize,
+            instances: c.instances,
+            keep_resident_bytes: c.keep_resident_bytes as usize,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::from(&SandboxConfig::default())
+    }
+}
+
+/// A compiled policy module ready to be instantiated once per request.
+pub struct Sandbox {
+    engine: Engine,
+    pre: InstancePre<HostState>,
+    shared: Arc<HostShared>,
+    limits: Limits,
+    memory_cap: usize,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+fn engine(limits: &Limits) -> Result<Engine, SandboxError> {
+    let memory_cap = limits.max_memory_bytes.div_ceil(PAGE).max(1) * PAGE;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_core_instances(limits.instances)
+        .total_memories(limits.instances)
+        .total_tables(limits.instances)
+        .max_memories_per_module(1)
+        .max_tables_per_module(1)
+        .table_elements(1_000)
+        .max_core_instance_size(64 * 1024)
+        .max_memory_size(memory_cap as usize)
+        // With keep_resident 0 (the default) a freed instance's pages are decommitted
+        // (madvise), so no slot keeps resident memory; otherwise that many bytes per used
+        // slot are kept and zeroed instead (no syscall, no page faults on the next request).
+        .linear_memory_keep_resident(limits.keep_resident_bytes)
+        .table_keep_resident(0);
+    let mut cfg = WasmConfig::new();
+    cfg.consume_fuel(true)
+        .max_wasm_stack(limits.max_stack_bytes)
+        // Small reservations: many sidecars (and tests) may share a process; accesses are
+        // bounds-checked instead of relying on a 4 GiB guard region.
+        .memory_reservation(memory_cap)
+        .memory_reservation_for_growth(0)
+        .memory_guard_size(PAGE)
+        .memory_init_cow(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&cfg).map_err(|e| SandboxError::Compile(format!("{e:#}")))
+}
+
+fn linker(engine: &Engine) -> Result<Linker<HostState>, SandboxError> {
+    let mut l = Linker::new(engine);
+    let err = |e: wasmtime::Error| SandboxError::Compile(format!("{e:#}"));
+    l.func_wrap("host", "rand", |c: Caller<'_, HostState>| -> i64 {
+        match &c.data().shared.tracing {
+            Some(t) if !c.data().probe => t.next_id() as i64,
+            _ => 1,
+        }
+    })
+    .map_err(err)?;
+    l.func_wrap("host", "rl_local_take", |c: Caller<'_, HostState>| -> i32 {
+        match &c.data().shared.bucket {
+            Some(b) if !c.data().probe => i32::from(b.try_take(Instant::now())),
+            _ => 1,
+        }
+    })
+    .map_err(err)?;
+    l.func_wrap(
+        "host",
+        "cache_incr",
+        |mut c: Caller<'_, HostState>, ptr: i32, len: i32, by: i64| -> wasmtime::Result<i64> {
+            let mem = c
+                .get_export("memory")
+                .and_then(|e| e.into_memory())
+                .ok_or_else(|| wasmtime::Error::msg("no memory export"))?;
+            let (p, n) = (ptr as u32 as usize, len as u32 as usize);
+            if n > 1024 {
+                return Err(wasmtime::Error::msg("cache key longer than 1024 bytes"));
+            }
+            let key = mem
+                .data(&c)
+                .get(p..p.saturating_add(n))
+                .ok_or_else(|| wasmtime::Error::msg("cache key out of bounds"))?
+                .to_vec();
+            if c.data().probe {
+                return Ok(0);
+            }
+            Ok(c.data().shared.cache.incr(&key, by))
+        },
+    )
+    .map_err(err)?;
+    Ok(l)
+}
+
+impl Sandbox {
+    /// Compile a guest from WAT text (or wasm bytes) with its own engine and pool.
+    pub fn new(
+        wat: &str,
+        limits: Limits,
+        shared: Arc<HostShared>,
+    ) -> Result<Sandbox, SandboxError> {
+        let engine = engine(&limits)?;
+        let module =
+            Module::new(&engine, wat).map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+        let pre = linker(&engine)?
+            .instantiate_pre(&module)
+            .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+        let memory_cap = (limits.max_memory_bytes.div_ceil(PAGE).max(1) * PAGE) as usize;
+        Ok(Sandbox {
+            engine,
+            pre,
+            shared,
+            limits,
+            memory_cap,
+        })
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The shared host state.
+    pub fn shared(&self) -> &Arc<HostShared> {
+        &self.shared
+    }
+
+    /// The engine (for tests that compare modules).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Run one request in a fresh instance: `encode(input_base)` produces the input bytes,
+    /// `decode(memory, output_ptr)` reads the answer before the instance is dropped.
+    pub fn run<T>(
+        &self,
+        encode: impl FnOnce(u32) -> Vec<u8>,
+        decode: impl FnOnce(&[u8], u32) -> Result<T, SandboxError>,
+    ) -> Result<T, SandboxError> {
+        self.run_inner(false, encode, decode)
+    }
+
+    /// Like [`Sandbox::run`], but host functions leave the shared state alone (`rand` returns
+    /// 1, the bucket always grants, the cache reads 0): the start-up self-test.
+    pub fn probe<T>(
+        &self,
+        encode: impl FnOnce(u32) -> Vec<u8>,
+        decode: impl FnOnce(&[u8], u32) -> Result<T, SandboxError>,
+    ) -> Result<T, SandboxError> {
+        self.run_inner(true, encode, decode)
+    }
+
+    fn run_inner<T>(
+        &self,
+        probe: bool,
+        encode: impl FnOnce(u32) -> Vec<u8>,
+        decode: impl FnOnce(&[u8], u32) -> Result<T, SandboxError>,
+    ) -> Result<T, SandboxError> {
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                shared: self.shared.clone(),
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(self.memory_cap)
+                    .instances(1)
+                    .memories(1)
+                    .tables(1)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                probe,
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| SandboxError::Instantiate(format!("{e:#}")))?;
+        let instance = self.pre.instantiate(&mut store).map_err(classify)?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| SandboxError::Instantiate("no memory export".into()))?;
+        let base = match instance.get_global(&mut store, "input_base") {
+            Some(g) => g.get(&mut store).i32().unwrap_or(0) as u32,
+            None => 0,
+        };
+        let input = encode(base);
+        let end = u64::from(base) + input.len() as u64;
+        if end > memory.data_size(&store) as u64 {
+            let pages = (end - memory.data_size(&store) as u64).div_ceil(PAGE);
+            memory
+                .grow(&mut store, pages)
+                .map_err(|_| SandboxError::Memory)?;
+        }
+        memory
+            .write(&mut store, base as usize, &input)
+            .map_err(|_| SandboxError::Memory)?;
+        let run = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, "run")
+            .map_err(|e| SandboxError::Instantiate(format!("{e:#}")))?;
+        let out = run
+            .call(&mut store, (base as i32, input.len() as i32))
+            .map_err(classify)?;
+        decode(memory.data(&store), out as u32)
+    }
+}
+
+fn classify(e: wasmtime::Error) -> SandboxError {
+    if let Some(t) = e.downcast_ref::<Trap>() {
+        return match t {
+            Trap::OutOfFuel => SandboxError::Fuel,
+            other => SandboxError::Trap(other.to_string()),
+        };
+    }
+    let text = format!("{e:#}");
+    if text.contains("memory")
+        && (text.contains("grow") || text.contains("limit") || text.contains("exceed"))
+    {
+        SandboxError::Memory
+    } else if text.contains("unreachable") || text.contains("wasm trap") {
+        SandboxError::Trap(text)
+    } else {
+        SandboxError::Instantiate(text)
+    }
+}
+
+/// The chain guest's WAT text with its config data segment, memory size and input base.
+pub fn chain_wat(config_blob: &[u8]) -> (String, u32) {
+    let config_end = u64::from(abi::CONFIG_BASE) + config_blob.len() as u64;
+    let input_base = config_end.div_ceil(8) * 8;
+    // The config and the first 64 KiB of input and heap; the guest grows memory if needed.
+    let pages = (input_base + PAGE).div_ceil(PAGE);
+    let mut data = String::with_capacity(config_blob.len() * 3 + 32);
+    data.push_str(&format!("(data (i32.const {}) \"", abi::CONFIG_BASE));
+    for b in config_blob {
+        data.push_str(&format!("\\{b:02x}"));
+    }
+    data.push_str("\")");
+    let wat = CHAIN_WAT
+        .replacen(";;@PAGES@", &pages.to_string(), 1)
+        .replacen(";;@INPUT_BASE@", &format!("(i32.const {input_base})"), 1)
+        .replacen(";;@CONFIG@", &data, 1);
+    (wat, input_base as u32)
+}
