@@ -61,7 +61,9 @@ fn idle_instances_keep_no_resident_memory() {
     }
     let decommitted = grow_after_runs(0);
     let kept = grow_after_runs(1 << 20);
-    eprintln!("anon RSS growth after 50 requests: keep 0 -> {decommitted} KiB, keep 1 MiB -> {kept} KiB");
+    eprintln!(
+        "anon RSS growth after 50 requests: keep 0 -> {decommitted} KiB, keep 1 MiB -> {kept} KiB"
+    );
     assert!(
         decommitted < 256,
         "instance memory stayed resident: +{decommitted} KiB"

@@ -499,7 +499,11 @@ fn the_lightweight_profile_reads_the_measured_sandbox_creation() {
     let mut without = calibration().clone();
     without.isolation = None;
     // Without the table the constant (6 us) applies, the same as a measured 6 us.
-    let (none, six, dear) = (run(&without), run(&with_create(6.0)), run(&with_create(600.0)));
+    let (none, six, dear) = (
+        run(&without),
+        run(&with_create(6.0)),
+        run(&with_create(600.0)),
+    );
     assert!((none - six).abs() <= 1e-9 * none.max(1.0), "{none} {six}");
     assert!(dear > six, "{six} {dear}");
 }
