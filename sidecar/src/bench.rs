@@ -214,6 +214,8 @@ pub struct Options {
     pub worker_threads: usize,
     /// Policy isolation of the sidecar under test (`runtime.isolation`).
     pub isolation: Isolation,
+    /// `sandbox.keep_resident_bytes` of the sidecar under test (per-request isolation).
+    pub sandbox_keep_resident_bytes: u64,
     /// After the measured phase, wait this long with no request in flight and sample the
     /// proxy's RSS again (`Measurement::idle_rss_kib`); zero skips it.
     pub idle_settle: Duration,
@@ -230,6 +232,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(2),
             worker_threads: 1,
             isolation: Isolation::Shared,
+            sandbox_keep_resident_bytes: 0,
             idle_settle: Duration::ZERO,
         }
     }
@@ -358,6 +361,12 @@ impl Harness {
             self.opts.isolation.as_str(),
             self.upstream
         );
+        if self.opts.sandbox_keep_resident_bytes > 0 {
+            c += &format!(
+                "[sandbox]\nkeep_resident_bytes = {}\n",
+                self.opts.sandbox_keep_resident_bytes
+            );
+        }
         if set.has(Policy::Mtls) {
             c += &format!(
                 "[identity]\ntrust_domain = \"cluster.local\"\nnamespace = \"bench\"\nservice_account = \"function\"\ncerts = {{ kind = \"files\", ca = \"{d}/ca.pem\", cert = \"{d}/cert.pem\", key = \"{d}/key.pem\" }}\n[policies.mtls]\nmode = \"strict\"\nallowed_peers = [\"spiffe://cluster.local/ns/bench/*\"]\n"

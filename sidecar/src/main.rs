@@ -66,6 +66,9 @@ struct BenchArgs {
     /// Isolation of the sidecar under test: `shared` or `per-request`.
     #[arg(long, default_value = "shared")]
     pub isolation: meshsim_sidecar::config::Isolation,
+    /// `sandbox.keep_resident_bytes` of the sidecar under test (per-request isolation).
+    #[arg(long, default_value_t = 0)]
+    pub keep_resident_bytes: u64,
     /// After each point, wait this long with no request in flight and report the idle
     /// RSS (0 = skip).
     #[arg(long, default_value_t = 0.0)]
@@ -160,6 +163,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         no_nginx,
         calibration_out,
         isolation,
+        keep_resident_bytes,
         idle_settle_s,
     } = args;
     let with_nginx = !no_nginx;
@@ -190,6 +194,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let harness = Harness::new(Options {
         isolation,
+        sandbox_keep_resident_bytes: keep_resident_bytes,
         idle_settle: std::time::Duration::from_secs_f64(idle_settle_s),
         ..Options::default()
     })
