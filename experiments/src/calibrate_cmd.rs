@@ -14,7 +14,6 @@ use crate::progress::Progress;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use meshsim_sidecar::bench::{Harness, Options, PolicySet, run_suite, table};
-use meshsim_sidecar::calibration::{CALIBRATION_SCHEMA, CalibrationFile, MachineInfo, PolicyCost};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -137,16 +136,9 @@ fn live(a: LiveArgs) -> Result<()> {
     progress.finish();
     crate::outln!("{}", table(&ms));
 
-    let file = CalibrationFile {
-        schema: CALIBRATION_SCHEMA,
-        measured_at: meshsim_sidecar::policy::access_log::rfc3339_ms(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-        ),
-        machine: MachineInfo::current(),
-        method: format!(
+    let file = meshsim_sidecar::calibration::file_from(
+        &ms,
+        format!(
             "meshsim calibrate {} (meshsim {}, git {}): open-loop HTTP/1.1 keep-alive load on loopback, {} s per point after a 1 s warm-up, median of {} run(s), 1 sidecar worker thread",
             std::env::args().skip(1).collect::<Vec<_>>().join(" "),
             env!("CARGO_PKG_VERSION"),
@@ -154,11 +146,9 @@ fn live(a: LiveArgs) -> Result<()> {
             a.duration,
             a.repeats
         ),
-        reference: (!a.no_nginx)
-            .then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
-        entries: ms.iter().filter_map(PolicyCost::from_measurement).collect(),
-    };
-    let text = toml::to_string(&file).context("serialising the calibration file")?;
+        (!a.no_nginx).then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
+    );
+    let text = file.to_toml_string();
     // Read it back with the simulator's schema: what is kept is what replays can use.
     meshsim_models::CalibrationFile::from_toml_str(&text, &a.out.display().to_string())
         .context("the measured calibration does not validate")?;

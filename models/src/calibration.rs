@@ -1,7 +1,7 @@
 //! Calibration files: what the reference sidecar (the `sidecar` crate) costs per request for
 //! each policy set, measured on a real machine by its `bench` subcommand (issue 8's
-//! `meshsim calibrate`). The serde shape is identical to the sidecar's own
-//! `sidecar::calibration::CalibrationFile`, so that crate can re-export this type; this module
+//! `meshsim calibrate`). This is the one definition of the schema: the sidecar crate re-exports
+//! it (`meshsim_sidecar::calibration`) and adds only the harness-side conversions; this module
 //! does no I/O (a caller reads the file and passes its text).
 //!
 //! The shipped file `models/calibration/reference-2core.toml` was made on a 2-core machine

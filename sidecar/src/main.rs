@@ -170,25 +170,17 @@ fn bench(
     })?;
     println!("{}", table(&ms));
     if let Some(path) = calibration_out {
-        use meshsim_sidecar::calibration::*;
-        let file = CalibrationFile {
-            schema: CALIBRATION_SCHEMA,
-            measured_at: meshsim_sidecar::policy::access_log::rfc3339_ms(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
-            ),
-            machine: MachineInfo::current(),
-            method: format!(
+        let file = meshsim_sidecar::calibration::file_from(
+            &ms,
+            format!(
                 "meshsim-sidecar bench: open-loop HTTP/1.1 keep-alive load on loopback, {duration_s} s per point after 1 s warm-up, median of {repeats} run(s), 1 proxy worker thread"
             ),
-            reference: with_nginx
-                .then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
-            entries: ms.iter().filter_map(PolicyCost::from_measurement).collect(),
-        };
-        let text = toml::to_string(&file).context("serialising calibration")?;
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            with_nginx.then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
+        );
+        file.validate()
+            .context("the measurements do not make a valid calibration file")?;
+        std::fs::write(&path, file.to_toml_string())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
