@@ -25,6 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use jsonwebtoken::Algorithm;
 use serde::Serialize;
 
+use crate::calibration::HandshakeCost;
 use crate::pki::Pki;
 use crate::policy::jwt::TestIssuer;
 use crate::upstream::Connector;
@@ -416,27 +417,8 @@ impl Harness {
         let (addr, mut proc) = match target {
             Target::Direct => (self.upstream, None),
             Target::Sidecar(set) => {
-                let port = free_port()?;
-                let cfg = self.dir.join(format!("sidecar-{port}.toml"));
-                std::fs::write(&cfg, self.sidecar_config(set, port))
-                    .map_err(|e| err("config", e))?;
-                let stderr = std::fs::File::create(self.dir.join(format!("sidecar-{port}.stderr")))
-                    .map_err(|e| err("stderr file", e))?;
-                let child = Command::new(&self.opts.sidecar_bin)
-                    .arg("serve")
-                    .arg("--config")
-                    .arg(&cfg)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(stderr)
-                    .spawn()
-                    .map_err(|e| {
-                        err(&format!("spawning {}", self.opts.sidecar_bin.display()), e)
-                    })?;
-                (
-                    SocketAddr::from(([127, 0, 0, 1], port)),
-                    Some(Proc::new(child)),
-                )
+                let (addr, p) = self.spawn_sidecar(set)?;
+                (addr, Some(p))
             }
             Target::Nginx => {
                 let port = free_port()?;
@@ -516,6 +498,85 @@ impl Harness {
         if let Some(p) = proc {
             p.stop();
         }
+        result
+    }
+
+    /// Starts a sidecar process for `set` on a free loopback port (stderr to the scratch dir).
+    fn spawn_sidecar(&self, set: &PolicySet) -> Result<(SocketAddr, Proc), BenchError> {
+        let port = free_port()?;
+        let cfg = self.dir.join(format!("sidecar-{port}.toml"));
+        std::fs::write(&cfg, self.sidecar_config(set, port)).map_err(|e| err("config", e))?;
+        let stderr = std::fs::File::create(self.dir.join(format!("sidecar-{port}.stderr")))
+            .map_err(|e| err("stderr file", e))?;
+        let child = Command::new(&self.opts.sidecar_bin)
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| err(&format!("spawning {}", self.opts.sidecar_bin.display()), e))?;
+        Ok((SocketAddr::from(([127, 0, 0, 1], port)), Proc::new(child)))
+    }
+
+    /// The cost of a full mTLS handshake on a new connection (see
+    /// [`crate::calibration::HandshakeCost`]): one sidecar process with the mTLS policy, driven
+    /// at `rate_cps` for `duration` twice, first over reused keep-alive connections, then with
+    /// every request on a fresh connection (no TLS session resumption, so each is a full
+    /// handshake). Per request, the fresh phase minus the reused phase is the handshake: sidecar
+    /// CPU (all its threads, ns resolution from `/proc/<pid>/task/*/schedstat`), load-generator
+    /// CPU (this process's threads: the same rustls + aws-lc client), and latency percentiles.
+    pub fn measure_handshake(
+        &self,
+        rate_cps: u64,
+        duration: Duration,
+    ) -> Result<HandshakeCost, BenchError> {
+        let set = PolicySet::Only(Policy::Mtls);
+        let spawn_at = Instant::now();
+        let (addr, mut proc) = self.spawn_sidecar(&set)?;
+        let mut fresh_cfg = (*self.client_tls).clone();
+        fresh_cfg.resumption = rustls::client::Resumption::disabled();
+        let result = self.rt.block_on(async {
+            let reused = LoadClient::new(addr, Some(self.client_tls.clone()), &self.token);
+            let fresh = LoadClient::fresh_connections(addr, Arc::new(fresh_cfg), &self.token);
+            reused
+                .wait_first_ok(spawn_at, Duration::from_secs(10))
+                .await?;
+            let warmup = self.opts.warmup.min(Duration::from_millis(500));
+            let _ = reused
+                .run(rate_cps, warmup, self.opts.request_timeout)
+                .await;
+            let _ = fresh.run(rate_cps, warmup, self.opts.request_timeout).await;
+            let me = std::process::id();
+            let mut phase = async |client: &LoadClient| {
+                let s0 = proc.cpu_ns(self.clk_tck)?;
+                let c0 = cpu_ns(me, self.clk_tck);
+                let stats = client
+                    .run(rate_cps, duration, self.opts.request_timeout)
+                    .await;
+                let s1 = proc.cpu_ns(self.clk_tck)?;
+                let c1 = cpu_ns(me, self.clk_tck);
+                let per =
+                    |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e3 / stats.sent.max(1) as f64;
+                Ok::<_, BenchError>((per(s0, s1), per(c0, c1), stats))
+            };
+            let (srv_r, cli_r, st_r) = phase(&reused).await?;
+            let (srv_f, cli_f, st_f) = phase(&fresh).await?;
+            let p = |st: &LoadStats, q: f64| st.hist.value_at_quantile(q) as f64;
+            // Negative differences are noise (a handshake cannot save CPU); 0.01 µs is plenty.
+            let us = |d: f64| (d.max(0.0) * 100.0).round() / 100.0;
+            Ok(HandshakeCost {
+                rate_cps,
+                connections: st_f.sent,
+                server_cpu_us: us(srv_f - srv_r),
+                client_cpu_us: us(cli_f - cli_r),
+                added_latency_p50_us: p(&st_f, 0.5) - p(&st_r, 0.5),
+                added_latency_p99_us: p(&st_f, 0.99) - p(&st_r, 0.99),
+                error_rate: (st_f.sent - st_f.ok) as f64 / st_f.sent.max(1) as f64,
+            })
+        });
+        proc.stop();
         result
     }
 
@@ -612,6 +673,28 @@ fn proc_stat(pid: u32) -> Option<(u32, u64, u64)> {
     Some((ppid, utime + stime, rss))
 }
 
+/// CPU time (user + system) of the live threads of process `pid`, ns: the sum of
+/// `/proc/<pid>/task/*/schedstat` (ns resolution); where schedstat is missing, the process's
+/// utime + stime ticks (which also hold its exited threads).
+fn cpu_ns(pid: u32, clk_tck: f64) -> u64 {
+    let from_schedstat = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()
+        .map(|dir| {
+            dir.filter_map(|e| {
+                let t = e.ok()?.file_name();
+                let s =
+                    std::fs::read_to_string(format!("/proc/{pid}/task/{}/schedstat", t.to_str()?))
+                        .ok()?;
+                s.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum::<u64>()
+        })
+        .filter(|ns| *ns > 0);
+    from_schedstat.unwrap_or_else(|| {
+        proc_stat(pid).map_or(0, |(_, ticks, _)| (ticks as f64 / clk_tck * 1e9) as u64)
+    })
+}
+
 fn children_of(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -645,6 +728,14 @@ impl Proc {
             .filter_map(proc_stat)
             .map(|(_, t, _)| t)
             .sum())
+    }
+
+    /// CPU of the proxy's live threads, ns (see [`cpu_ns`]; the sidecar is one process).
+    fn cpu_ns(&mut self, clk_tck: f64) -> Result<u64, BenchError> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(BenchError(format!("proxy exited early: {status}")));
+        }
+        Ok(self.pids().into_iter().map(|p| cpu_ns(p, clk_tck)).sum())
     }
 
     fn rss_pages(&mut self) -> Result<u64, BenchError> {
@@ -751,6 +842,23 @@ impl LoadClient {
             client,
             uri,
             token: token.into(),
+        }
+    }
+
+    /// Client for `addr` over mTLS that opens a new connection for every request (no idle
+    /// connection is kept): with `tls.resumption` disabled, each request pays a full handshake.
+    pub fn fresh_connections(
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+        token: &str,
+    ) -> LoadClient {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .pool_timer(TokioTimer::new())
+            .build(Connector::new(Duration::from_secs(2), Some(tls)));
+        LoadClient {
+            client,
+            ..LoadClient::new(addr, None, token)
         }
     }
 
@@ -905,6 +1013,36 @@ pub fn measure_median(
     });
     let mid = runs.len() / 2;
     Ok(runs.swap_remove(mid))
+}
+
+/// [`Harness::measure_handshake`] `repeats` times; the median run by server CPU is kept.
+pub fn measure_handshake_median(
+    h: &Harness,
+    rate_cps: u64,
+    duration: Duration,
+    repeats: usize,
+) -> Result<HandshakeCost, BenchError> {
+    let mut runs = Vec::with_capacity(repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        runs.push(h.measure_handshake(rate_cps, duration)?);
+    }
+    runs.sort_by(|a, b| a.server_cpu_us.total_cmp(&b.server_cpu_us));
+    let mid = runs.len() / 2;
+    Ok(runs.swap_remove(mid))
+}
+
+/// One line describing a handshake measurement.
+pub fn handshake_line(c: &HandshakeCost) -> String {
+    format!(
+        "mTLS handshake at {} conn/s ({} connections, error rate {:.4}): sidecar CPU {:.1} us, client CPU {:.1} us, added latency p50 {:.0} us, p99 {:.0} us",
+        c.rate_cps,
+        c.connections,
+        c.error_rate,
+        c.server_cpu_us,
+        c.client_cpu_us,
+        c.added_latency_p50_us,
+        c.added_latency_p99_us
+    )
 }
 
 /// Run the standard comparison at `rates` and return every measurement (direct, nginx, and

@@ -49,9 +49,14 @@ pub fn policy_cost(m: &Measurement) -> Option<PolicyCost> {
     })
 }
 
-/// A calibration file from a bench run: `ms` as returned by [`crate::bench::run_suite`],
-/// measured now on this machine.
-pub fn file_from(ms: &[Measurement], method: String, reference: Option<String>) -> CalibrationFile {
+/// A calibration file from a bench run: `ms` as returned by [`crate::bench::run_suite`] and
+/// the handshake from [`crate::bench::measure_handshake_median`], measured now on this machine.
+pub fn file_from(
+    ms: &[Measurement],
+    mtls_handshake: Option<HandshakeCost>,
+    method: String,
+    reference: Option<String>,
+) -> CalibrationFile {
     CalibrationFile {
         schema: CALIBRATION_SCHEMA,
         measured_at: crate::policy::access_log::rfc3339_ms(
@@ -64,6 +69,7 @@ pub fn file_from(ms: &[Measurement], method: String, reference: Option<String>) 
         method,
         reference,
         entries: ms.iter().filter_map(policy_cost).collect(),
+        mtls_handshake,
     }
 }
 
@@ -94,7 +100,21 @@ mod tests {
             cpu_us_per_request: None,
             ..m.clone()
         };
-        let f = file_from(&[direct, m], "open loop".into(), Some("nginx".into()));
+        let hs = HandshakeCost {
+            rate_cps: 200,
+            connections: 200,
+            server_cpu_us: 300.0,
+            client_cpu_us: 280.0,
+            added_latency_p50_us: 650.0,
+            added_latency_p99_us: 2000.0,
+            error_rate: 0.0,
+        };
+        let f = file_from(
+            &[direct, m],
+            Some(hs),
+            "open loop".into(),
+            Some("nginx".into()),
+        );
         assert_eq!(f.entries.len(), 1, "the direct baseline is not an entry");
         assert!((f.entries[0].error_rate - 0.001).abs() < 1e-12);
         let text = f.to_toml_string();

@@ -41,6 +41,13 @@ enum Cmd {
         /// Also write the measurements as a calibration TOML file.
         #[arg(long)]
         calibration_out: Option<PathBuf>,
+        /// New mTLS connections per second for the handshake measurement (0: skip it).
+        #[arg(long, default_value_t = 200)]
+        handshake_rate: u64,
+        /// Measure only the mTLS handshake (no policy sets, no nginx) and print it as a
+        /// calibration `[mtls_handshake]` table.
+        #[arg(long)]
+        handshake_only: bool,
     },
     /// Validate a config file and print it normalised.
     Check {
@@ -62,14 +69,18 @@ fn main() -> anyhow::Result<()> {
             only,
             no_nginx,
             calibration_out,
-        } => bench(
-            &rates,
+            handshake_rate,
+            handshake_only,
+        } => bench(BenchArgs {
+            rates,
             duration_s,
             repeats,
-            &only,
-            !no_nginx,
+            only,
+            with_nginx: !no_nginx,
             calibration_out,
-        ),
+            handshake_rate,
+            handshake_only,
+        }),
         Cmd::Check { config } => {
             let c = meshsim_sidecar::config::Config::load(&config)?;
             print!("{}", c.to_toml());
@@ -126,15 +137,32 @@ fn serve(path: PathBuf, t0: std::time::Instant) -> anyhow::Result<()> {
     })
 }
 
-fn bench(
-    rates: &[u64],
+#[derive(Debug)]
+struct BenchArgs {
+    rates: Vec<u64>,
     duration_s: f64,
     repeats: usize,
-    only: &[String],
+    only: Vec<String>,
     with_nginx: bool,
     calibration_out: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    use meshsim_sidecar::bench::{Harness, Options, PolicySet, run_suite, table};
+    handshake_rate: u64,
+    handshake_only: bool,
+}
+
+fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    use meshsim_sidecar::bench::{
+        Harness, Options, PolicySet, handshake_line, measure_handshake_median, run_suite, table,
+    };
+    let BenchArgs {
+        rates,
+        duration_s,
+        repeats,
+        only,
+        with_nginx,
+        calibration_out,
+        handshake_rate,
+        handshake_only,
+    } = a;
     if !(0.5..=600.0).contains(&duration_s) {
         anyhow::bail!("--duration-s must be in 0.5..=600");
     }
@@ -143,6 +171,11 @@ fn bench(
     }
     if rates.iter().any(|r| !(1..=20_000).contains(r)) {
         anyhow::bail!("--rates must each be in 1..=20000");
+    }
+    if handshake_rate > 2000 || (handshake_only && handshake_rate == 0) {
+        anyhow::bail!(
+            "--handshake-rate must be in 1..=2000 (0 skips it, except with --handshake-only)"
+        );
     }
     let sets: Vec<PolicySet> = PolicySet::standard()
         .into_iter()
@@ -153,27 +186,60 @@ fn bench(
     }
     let harness = Harness::new(Options::default()).context("setting up the bench")?;
     let duration = std::time::Duration::from_secs_f64(duration_s);
-    let ms = run_suite(&harness, rates, &sets, duration, repeats, with_nginx, |m| {
-        eprintln!(
-            "{:>5} rps {:<16} cpu/req {:>7} us  p50 {:>6} us  p99 {:>7} us  ok {}/{} {:?}",
-            m.rate_rps,
-            m.target,
-            m.cpu_us_per_request
-                .map(|c| format!("{c:.1}"))
-                .unwrap_or_else(|| "-".into()),
-            m.latency_p50_us,
-            m.latency_p99_us,
-            m.ok,
-            m.sent,
-            m.failures
-        );
-    })?;
+    let handshake = if handshake_rate > 0 {
+        let h = measure_handshake_median(&harness, handshake_rate, duration, repeats)
+            .context("measuring the mTLS handshake")?;
+        eprintln!("{}", handshake_line(&h));
+        Some(h)
+    } else {
+        None
+    };
+    if handshake_only {
+        #[derive(serde::Serialize)]
+        struct Table<'a> {
+            mtls_handshake: &'a meshsim_sidecar::calibration::HandshakeCost,
+        }
+        if let Some(h) = &handshake {
+            print!(
+                "{}",
+                toml::to_string(&Table { mtls_handshake: h }).context("serialising")?
+            );
+        }
+        return Ok(());
+    }
+    let ms = run_suite(
+        &harness,
+        &rates,
+        &sets,
+        duration,
+        repeats,
+        with_nginx,
+        |m| {
+            eprintln!(
+                "{:>5} rps {:<16} cpu/req {:>7} us  p50 {:>6} us  p99 {:>7} us  ok {}/{} {:?}",
+                m.rate_rps,
+                m.target,
+                m.cpu_us_per_request
+                    .map(|c| format!("{c:.1}"))
+                    .unwrap_or_else(|| "-".into()),
+                m.latency_p50_us,
+                m.latency_p99_us,
+                m.ok,
+                m.sent,
+                m.failures
+            );
+        },
+    )?;
     println!("{}", table(&ms));
+    if let Some(h) = &handshake {
+        println!("{}", handshake_line(h));
+    }
     if let Some(path) = calibration_out {
         let file = meshsim_sidecar::calibration::file_from(
             &ms,
+            handshake,
             format!(
-                "meshsim-sidecar bench: open-loop HTTP/1.1 keep-alive load on loopback, {duration_s} s per point after 1 s warm-up, median of {repeats} run(s), 1 proxy worker thread"
+                "meshsim-sidecar bench: open-loop HTTP/1.1 keep-alive load on loopback, {duration_s} s per point after 1 s warm-up, median of {repeats} run(s), 1 proxy worker thread; mTLS handshake: {handshake_rate} fresh connections/s vs reused, same duration"
             ),
             with_nginx.then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
         );
