@@ -24,7 +24,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -321,6 +321,8 @@ struct ListenerCtx<S> {
     stats: Arc<Stats>,
     handshake_timeout: Duration,
     max_header_bytes: usize,
+    /// Open-connection limit of the listener (`max_connections`); a permit per connection.
+    conn_limit: Option<Arc<Semaphore>>,
 }
 
 async fn accept_loop<S>(
@@ -336,10 +338,25 @@ async fn accept_loop<S>(
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((tcp, remote)) => {
+                    let permit = match &ctx.conn_limit {
+                        None => None,
+                        Some(sem) => match sem.clone().try_acquire_owned() {
+                            Ok(p) => Some(p),
+                            Err(_) => {
+                                // Over the limit: close before any TLS or HTTP work.
+                                ctx.stats.connections_refused.inc();
+                                drop(tcp);
+                                continue;
+                            }
+                        },
+                    };
                     ctx.stats.connections.inc();
                     let ctx = ctx.clone();
                     let watcher = graceful.watcher();
-                    tokio::spawn(async move { serve_conn(tcp, remote, ctx, watcher).await });
+                    tokio::spawn(async move {
+                        serve_conn(tcp, remote, ctx, watcher).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     crate::diag::warn_limited("accept_error", &e.to_string());
@@ -673,6 +690,10 @@ impl Sidecar {
             stats: stats.clone(),
             handshake_timeout,
             max_header_bytes: config.limits.max_header_bytes,
+            conn_limit: config
+                .inbound
+                .max_connections
+                .map(|n| Arc::new(Semaphore::new(n))),
         });
         tasks.push((
             false,
@@ -724,6 +745,7 @@ impl Sidecar {
                 stats: stats.clone(),
                 handshake_timeout,
                 max_header_bytes: config.limits.max_header_bytes,
+                conn_limit: out.max_connections.map(|n| Arc::new(Semaphore::new(n))),
             });
             tasks.push((
                 false,
