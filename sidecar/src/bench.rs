@@ -880,11 +880,17 @@ impl LoadClient {
     /// One request: `Ok(())` for a 200, otherwise the failure kind (`503`, `transport`, ...).
     async fn one(&self, timeout: Duration) -> Result<(), String> {
         let fut = async {
-            let resp = self
-                .client
-                .request(self.request())
-                .await
-                .map_err(|e| format!("transport: {e}"))?;
+            let resp = self.client.request(self.request()).await.map_err(|e| {
+                // hyper-util's Display is only the kind ("client error (Connect)"): the
+                // cause (e.g. the connector's timeout) is in the source chain.
+                let mut kind = format!("transport: {e}");
+                let mut src = std::error::Error::source(&e);
+                while let Some(c) = src {
+                    kind += &format!(": {c}");
+                    src = c.source();
+                }
+                kind
+            })?;
             let status = resp.status();
             let denied = resp
                 .headers()
@@ -1078,6 +1084,69 @@ pub fn run_suite(
     Ok(out)
 }
 
+/// Failure kinds a saturated *machine* causes rather than the proxy: the load generator's
+/// timeout, a connect timeout (a full accept backlog), the proxy's request timeout (504), circuit-breaker overflow
+/// (requests pile up in flight) and a slow Redis answer with the fail-closed rate limit.
+/// Everything else (a 4xx from a policy, 502, a reset, an upstream connect error) is a bug.
+pub fn load_induced(kind: &str) -> bool {
+    kind == "timeout"
+        || (kind.starts_with("transport") && kind.ends_with("connect timeout"))
+        || kind.starts_with("504")
+        || kind == "503 (circuit_breaker)"
+        || kind == "503 (rate_limit)"
+}
+
+/// Pass criteria of a soak, robust to load from other processes on the machine yet able to
+/// fail: no unexpected failure (see [`load_induced`]); at least `min_ok` of the requests
+/// answered 200 (a backed-up machine times some out; a broken proxy fails most); and no RSS
+/// growth trend over the second half of the samples (taken every `every_s` seconds): the
+/// Theil-Sen slope (median of the pairwise slopes, so one burst of backlog cannot pass for a
+/// trend, while a steady leak moves every pair) must stay at or below `max_kib_per_s`.
+/// Returns what failed.
+pub fn soak_verdict(
+    m: &Measurement,
+    rss_kib: &[u64],
+    every_s: f64,
+    min_ok: f64,
+    max_kib_per_s: f64,
+) -> Result<(), String> {
+    let unexpected: Vec<_> = m
+        .failures
+        .iter()
+        .filter(|(k, _)| !load_induced(k))
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(format!("unexpected failures: {unexpected:?}"));
+    }
+    if (m.ok as f64) < min_ok * m.sent as f64 {
+        return Err(format!(
+            "only {}/{} requests answered 200 (need {:.0} %): {:?}",
+            m.ok,
+            m.sent,
+            min_ok * 100.0,
+            m.failures
+        ));
+    }
+    let half = &rss_kib[rss_kib.len() / 2..];
+    if half.len() < 3 {
+        return Err(format!("too few RSS samples to judge a trend: {rss_kib:?}"));
+    }
+    let mut slopes = Vec::new();
+    for (i, a) in half.iter().enumerate() {
+        for (j, b) in half.iter().enumerate().skip(i + 1) {
+            slopes.push((*b as f64 - *a as f64) / ((j - i) as f64 * every_s));
+        }
+    }
+    slopes.sort_by(f64::total_cmp);
+    let slope = slopes[slopes.len() / 2];
+    if slope > max_kib_per_s {
+        return Err(format!(
+            "RSS grows {slope:.1} KiB/s over the second half (limit {max_kib_per_s}): {rss_kib:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// Render measurements as a Markdown table, with CPU ratios against nginx at the same rate.
 pub fn table(ms: &[Measurement]) -> String {
     let mut s = String::from(
@@ -1122,4 +1191,85 @@ pub fn table(ms: &[Measurement]) -> String {
 /// Path of the harness's scratch directory (configs, logs of the proxies).
 pub fn scratch_dir(h: &Harness) -> &Path {
     &h.dir
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn soak(ok: u64, failures: &[(&str, u64)]) -> Measurement {
+        Measurement {
+            target: "all-nine".into(),
+            rate_rps: 2000,
+            duration_s: 10.0,
+            sent: 20_000,
+            ok,
+            errors: 20_000 - ok,
+            failures: failures.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            cpu_us_per_request: Some(100.0),
+            latency_p50_us: 500,
+            latency_p99_us: 5000,
+            added_p50_us: None,
+            added_p99_us: None,
+            rss_kib: Some(20_000),
+            startup_ms: Some(5.0),
+        }
+    }
+
+    const FLAT: [u64; 8] = [
+        18_000, 20_000, 20_100, 20_050, 20_100, 20_080, 20_100, 20_090,
+    ];
+
+    #[test]
+    fn soak_verdict_tolerates_load_but_catches_bugs_and_leaks() {
+        // Clean, and a loaded machine: timeouts and overflow within the budget pass.
+        assert_eq!(
+            soak_verdict(&soak(20_000, &[]), &FLAT, 1.0, 0.8, 64.0),
+            Ok(())
+        );
+        let loaded = soak(
+            19_000,
+            &[
+                ("timeout", 500),
+                (
+                    "transport: client error (Connect): upstream connect timeout",
+                    100,
+                ),
+                ("503 (circuit_breaker)", 300),
+                ("504 (front)", 100),
+            ],
+        );
+        assert_eq!(soak_verdict(&loaded, &FLAT, 1.0, 0.8, 64.0), Ok(()));
+        // One policy denial is a bug, however few.
+        let bug = soak(19_999, &[("403 (authz)", 1)]);
+        assert!(
+            soak_verdict(&bug, &FLAT, 1.0, 0.8, 64.0)
+                .unwrap_err()
+                .contains("403")
+        );
+        let reset = soak(19_999, &[("transport: connection reset", 1)]);
+        assert!(soak_verdict(&reset, &FLAT, 1.0, 0.8, 64.0).is_err());
+        // A proxy that times most requests out fails even though timeouts are tolerated.
+        let stuck = soak(5_000, &[("timeout", 15_000)]);
+        assert!(
+            soak_verdict(&stuck, &FLAT, 1.0, 0.8, 64.0)
+                .unwrap_err()
+                .contains("5000/20000")
+        );
+        // A steady leak of 100 KiB/s fails; a single step (a burst of backlog) does not.
+        let leak: Vec<u64> = (0..8).map(|i| 20_000 + 100 * i).collect();
+        assert!(
+            soak_verdict(&soak(20_000, &[]), &leak, 1.0, 0.8, 64.0)
+                .unwrap_err()
+                .contains("100.0 KiB/s")
+        );
+        let step = [
+            20_000, 20_000, 20_000, 20_000, 20_000, 26_000, 20_000, 20_000,
+        ];
+        assert_eq!(
+            soak_verdict(&soak(20_000, &[]), &step, 1.0, 0.8, 64.0),
+            Ok(())
+        );
+        assert!(soak_verdict(&soak(20_000, &[]), &FLAT[..4], 1.0, 0.8, 64.0).is_err());
+    }
 }
