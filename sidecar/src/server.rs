@@ -210,19 +210,11 @@ async fn front(
         }
     }
     let (mut parts, body) = req.into_parts();
-    let bytes: Bytes = match Limited::new(body, limits.max_body_bytes).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            return Err(if e.is::<http_body_util::LengthLimitError>() {
-                refuse(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large",
-                    true,
-                )
-            } else {
-                refuse(StatusCode::BAD_REQUEST, "error reading request body", true)
-            });
-        }
+    // Most requests (GET) have no body: skip the collector.
+    let bytes: Bytes = if http_body::Body::is_end_stream(&body) {
+        Bytes::new()
+    } else {
+        collect_body(body, limits.max_body_bytes).await?
     };
     // Identity and claims headers are only ever set by the sidecar itself.
     parts.headers.remove(XFCC);
@@ -234,6 +226,23 @@ async fn front(
     }
     parts.extensions.insert(conn);
     Ok(Request::from_parts(parts, Full::new(bytes)))
+}
+
+/// The whole request body, at most `max` bytes (buffered so retries can resend it).
+async fn collect_body(body: Incoming, max: usize) -> Result<Bytes, Resp> {
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+            true,
+        )),
+        Err(_) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "error reading request body",
+            true,
+        )),
+    }
 }
 
 fn strip_internal(headers: &mut http::HeaderMap, is_internal: impl Fn(&http::HeaderName) -> bool) {
