@@ -10,6 +10,11 @@
 //!   Unless `--no-isolation`, it also measures per-request isolation (issue 9): the sandbox
 //!   micro benchmark and the `header-only` set in both isolation modes, written as
 //!   `[isolation.per_request]` (the `lightweight` mesh profile reads its sandbox boot cost).
+//!   It also measures a full mTLS handshake on a new connection (`[mtls_handshake]`: sidecar
+//!   and client CPU per handshake, added latency of a fresh connection's first request), by
+//!   driving `--handshake-rate` fresh connections per second against reused ones.
+//! - `meshsim calibrate handshake --into FILE`: measures only the handshake and sets that
+//!   table in an existing calibration file (its entries and leading comments are kept).
 //! - `meshsim calibrate xds [--out FILE] [--ks ...]`: xDS payload sizes from real Envoy protos.
 
 use crate::output::write_atomic;
@@ -17,8 +22,9 @@ use crate::progress::Progress;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use meshsim_models::calibration::{IsolationCosts, IsolationPoint, PerRequestCosts};
-use meshsim_sidecar::bench::{Harness, Options, PolicySet, run_suite, table};
-use meshsim_sidecar::calibration::{CALIBRATION_SCHEMA, CalibrationFile, MachineInfo, PolicyCost};
+use meshsim_sidecar::bench::{
+    Harness, Options, PolicySet, handshake_line, measure_handshake_median, run_suite, table,
+};
 use meshsim_sidecar::config::Isolation;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,6 +43,28 @@ pub enum CalibrateWhat {
     /// Regenerate models/xds-sizes.toml from real Envoy protobuf encodings of the resources
     /// Istio sends for K Knative services (sidecar and gateway views, every config scope).
     Xds(XdsArgs),
+    /// Measure only the mTLS handshake cost and set the `[mtls_handshake]` table of an existing
+    /// calibration file (entries and leading comment lines are kept).
+    Handshake(HandshakeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HandshakeArgs {
+    /// The calibration file to update.
+    #[arg(long)]
+    pub into: PathBuf,
+    /// Measured seconds (after a short warm-up), for each of the two phases.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// New mTLS connections per second.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+    /// Runs; the median (by sidecar CPU) is kept.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
+    /// The sidecar executable (default: meshsim-sidecar next to this binary).
+    #[arg(long)]
+    pub sidecar_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +93,9 @@ pub struct LiveArgs {
     /// Skip the nginx reference.
     #[arg(long)]
     pub no_nginx: bool,
+    /// New mTLS connections per second for the handshake measurement.
+    #[arg(long, default_value_t = 200)]
+    pub handshake_rate: u64,
     /// The sidecar executable (default: meshsim-sidecar next to this binary).
     #[arg(long)]
     pub sidecar_bin: Option<PathBuf>,
@@ -76,6 +107,7 @@ pub struct LiveArgs {
 pub fn run(a: CalibrateArgs) -> Result<()> {
     match a.what {
         Some(CalibrateWhat::Xds(x)) => crate::xds_sizes::run_cli(&x.out, &x.ks),
+        Some(CalibrateWhat::Handshake(h)) => handshake_into(h),
         None => live(a.live),
     }
 }
@@ -104,13 +136,60 @@ fn sidecar_bin(explicit: Option<PathBuf>) -> Result<PathBuf> {
     )
 }
 
-fn live(a: LiveArgs) -> Result<()> {
-    if !(0.2..=600.0).contains(&a.duration) {
-        bail!(
-            "--duration: expected 0.2..=600 seconds, found {}",
-            a.duration
-        );
+fn check_duration(d: f64) -> Result<()> {
+    if !(0.2..=600.0).contains(&d) {
+        bail!("--duration: expected 0.2..=600 seconds, found {d}");
     }
+    Ok(())
+}
+
+fn check_handshake_rate(flag: &str, r: u64) -> Result<()> {
+    if !(1..=2000).contains(&r) {
+        bail!("{flag}: expected 1..=2000 new connections per second, found {r}");
+    }
+    Ok(())
+}
+
+fn handshake_into(a: HandshakeArgs) -> Result<()> {
+    check_duration(a.duration)?;
+    check_handshake_rate("--rate", a.rate)?;
+    if !(1..=15).contains(&a.repeats) {
+        bail!("--repeats: expected 1..=15, found {}", a.repeats);
+    }
+    let name = a.into.display().to_string();
+    let text = std::fs::read_to_string(&a.into).with_context(|| format!("reading {name}"))?;
+    let mut file = meshsim_models::CalibrationFile::from_toml_str(&text, &name)?;
+    let opts = Options {
+        sidecar_bin: sidecar_bin(a.sidecar_bin)?,
+        ..Options::default()
+    };
+    let harness = Harness::new(opts)
+        .map_err(|e| anyhow::anyhow!("setting up the calibration harness: {e}"))?;
+    let h = measure_handshake_median(
+        &harness,
+        a.rate,
+        Duration::from_secs_f64(a.duration),
+        a.repeats,
+    )
+    .map_err(|e| anyhow::anyhow!("measuring the mTLS handshake: {e}"))?;
+    crate::outln!("{}", handshake_line(&h));
+    file.mtls_handshake = Some(h);
+    let header: String = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let out = format!("{header}{}", file.to_toml_string());
+    meshsim_models::CalibrationFile::from_toml_str(&out, &name)
+        .context("the updated calibration does not validate")?;
+    write_atomic(&a.into, out.as_bytes())?;
+    crate::outln!("[mtls_handshake] written to {name}");
+    Ok(())
+}
+
+fn live(a: LiveArgs) -> Result<()> {
+    check_duration(a.duration)?;
+    check_handshake_rate("--handshake-rate", a.handshake_rate)?;
     if a.rates.is_empty() || a.rates.iter().any(|r| !(1..=20_000).contains(r)) {
         bail!(
             "--rates: expected 1..=20000 requests per second each, found {:?}",
@@ -130,7 +209,10 @@ fn live(a: LiveArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("setting up the calibration harness: {e}"))?;
     let sets = PolicySet::standard();
     // Per rate: the direct baseline, every policy set, and nginx.
+    // Per rate: the direct baseline, every policy set, and nginx; then the handshake; then
+    // per-request isolation (4 points per rate).
     let points = a.rates.len() * (sets.len() + 1 + usize::from(!a.no_nginx))
+        + 1
         + if a.no_isolation { 0 } else { 4 * a.rates.len() };
     let progress = Progress::new(points as u64, "calibrate");
     let duration = Duration::from_secs_f64(a.duration);
@@ -144,6 +226,9 @@ fn live(a: LiveArgs) -> Result<()> {
         |_| progress.inc(1),
     )
     .map_err(|e| anyhow::anyhow!("measuring (Redis at {redis}): {e}"))?;
+    let handshake = measure_handshake_median(&harness, a.handshake_rate, duration, a.repeats)
+        .map_err(|e| anyhow::anyhow!("measuring the mTLS handshake: {e}"))?;
+    progress.inc(1);
     let isolation = if a.no_isolation {
         None
     } else {
@@ -154,30 +239,23 @@ fn live(a: LiveArgs) -> Result<()> {
     };
     progress.finish();
     crate::outln!("{}", table(&ms));
+    crate::outln!("{}", handshake_line(&handshake));
 
-    let file = CalibrationFile {
-        schema: CALIBRATION_SCHEMA,
-        measured_at: meshsim_sidecar::policy::access_log::rfc3339_ms(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-        ),
-        machine: MachineInfo::current(),
-        method: format!(
-            "meshsim calibrate {} (meshsim {}, git {}): open-loop HTTP/1.1 keep-alive load on loopback, {} s per point after a 1 s warm-up, median of {} run(s), 1 sidecar worker thread",
+    let mut file = meshsim_sidecar::calibration::file_from(
+        &ms,
+        Some(handshake),
+        format!(
+            "meshsim calibrate {} (meshsim {}, git {}): open-loop HTTP/1.1 keep-alive load on loopback, {} s per point after a 1 s warm-up, median of {} run(s), 1 sidecar worker thread; mTLS handshake: fresh connections vs reused at the same rate",
             std::env::args().skip(1).collect::<Vec<_>>().join(" "),
             env!("CARGO_PKG_VERSION"),
             env!("MESHSIM_GIT_REV"),
             a.duration,
             a.repeats
         ),
-        reference: (!a.no_nginx)
-            .then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
-        entries: ms.iter().filter_map(PolicyCost::from_measurement).collect(),
-        isolation,
-    };
-    let text = toml::to_string(&file).context("serialising the calibration file")?;
+        (!a.no_nginx).then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
+    );
+    file.isolation = isolation;
+    let text = file.to_toml_string();
     // Read it back with the simulator's schema: what is kept is what replays can use.
     meshsim_models::CalibrationFile::from_toml_str(&text, &a.out.display().to_string())
         .context("the measured calibration does not validate")?;

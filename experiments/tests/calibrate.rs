@@ -65,6 +65,17 @@ fn short_live_calibration_writes_a_valid_file() {
         p.shared_idle_anon_kib > 0 && p.per_request_idle_anon_kib > 0,
         "{p:?}"
     );
+    // The mTLS handshake: 1 s of fresh connections at the default 200/s against reused ones.
+    // CPU comes from /proc/<pid>/task/*/schedstat (ns), and a full handshake is hundreds of µs
+    // of ECDHE + ECDSA on each side, so both differences are well above zero.
+    let hs = cal
+        .mtls_handshake
+        .as_ref()
+        .expect("meshsim calibrate measures the mTLS handshake");
+    assert!(hs.connections >= 100, "{hs:?}");
+    assert!(hs.server_cpu_us > 0.0, "{hs:?}");
+    assert!(hs.client_cpu_us > 0.0, "{hs:?}");
+    assert!(hs.error_rate <= 0.01, "{hs:?}");
 }
 
 #[test]
@@ -75,4 +86,10 @@ fn bad_arguments_are_clear_errors() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--rates"));
+    let o = Command::new(env!("CARGO_BIN_EXE_meshsim"))
+        .args(["calibrate", "--handshake-rate", "0"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--handshake-rate"));
 }

@@ -1,12 +1,17 @@
 //! Calibration files: what the reference sidecar (the `sidecar` crate) costs per request for
 //! each policy set, measured on a real machine by its `bench` subcommand (issue 8's
-//! `meshsim calibrate`). The serde shape is identical to the sidecar's own
-//! `sidecar::calibration::CalibrationFile`, so that crate can re-export this type; this module
+//! `meshsim calibrate`). This is the one definition of the schema: the sidecar crate re-exports
+//! it (`meshsim_sidecar::calibration`) and adds only the harness-side conversions; this module
 //! does no I/O (a caller reads the file and passes its text).
 //!
 //! The shipped file `models/calibration/reference-2core.toml` was made on a 2-core machine
 //! with `meshsim-sidecar bench --rates 500,1000,2000 --duration-s 5 --calibration-out ...`;
-//! [`CalibrationFile::reference`] embeds it.
+//! [`CalibrationFile::reference`] embeds it. Its optional `[mtls_handshake]` table
+//! ([`HandshakeCost`]: CPU of a full mTLS handshake on a new connection, sidecar and client side,
+//! and the first request's added latency) was measured later with
+//! `meshsim calibrate handshake --into models/calibration/reference-2core.toml --duration 5
+//! --repeats 3` (the file header records when and where); files without it still load, and the
+//! simulator's mesh model then needs the profile's `policy.mtls_handshake_cpu_us`.
 //!
 //! [`PolicyCosts`] turns the measured entries into an additive cost model at one rate: a
 //! pass-through cost, a base cost for activating the policy pipeline (paid once when any policy
@@ -63,6 +68,11 @@ pub struct CalibrationFile {
     /// Costs of the sidecar's isolation modes (optional, added by issue 9).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<IsolationCosts>,
+    /// Cost of a full mTLS handshake on a new connection (`[mtls_handshake]`); absent in files
+    /// measured before it was (they still load; the simulator then needs the profile's
+    /// `policy.mtls_handshake_cpu_us`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls_handshake: Option<HandshakeCost>,
 }
 
 /// `[isolation]`: what the sidecar's isolation modes cost.
@@ -147,6 +157,36 @@ impl CalibrationFile {
             .per_request
             .as_ref()
             .map(|p| p.sandbox_create_us)
+    }
+}
+
+/// Measured cost of a full mTLS handshake (TLS 1.3, ECDHE P-256, ECDSA P-256 certificates on
+/// both sides, SPIFFE checks, no session resumption) on a new connection to the sidecar: a
+/// request on a fresh connection minus a request on a reused keep-alive connection, at the same
+/// rate (so the difference also holds the TCP connect/accept/close, tens of µs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandshakeCost {
+    /// New connections per second the measurement drove.
+    pub rate_cps: u64,
+    /// Fresh connections measured.
+    pub connections: u64,
+    /// Sidecar process CPU per handshake (server side), µs.
+    pub server_cpu_us: f64,
+    /// Load generator CPU per handshake (client side, the same rustls + aws-lc stack), µs.
+    pub client_cpu_us: f64,
+    /// Added p50 latency of the first request on a fresh connection vs a reused one, µs.
+    pub added_latency_p50_us: f64,
+    /// Added p99 latency of the first request on a fresh connection vs a reused one, µs.
+    pub added_latency_p99_us: f64,
+    /// Fraction of fresh-connection requests that failed.
+    pub error_rate: f64,
+}
+
+impl HandshakeCost {
+    /// CPU of one handshake, both sides together, µs.
+    pub fn cpu_us(&self) -> f64 {
+        self.server_cpu_us + self.client_cpu_us
     }
 }
 
@@ -267,6 +307,38 @@ impl CalibrationFile {
                 value,
                 "a finite number in 0 ..= 1e6 (rates >= 1)",
             ));
+        }
+        if let Some(h) = &self.mtls_handshake {
+            let f = |name: &str| format!("mtls_handshake.{name}");
+            if h.rate_cps == 0 {
+                return Err(bad(f("rate_cps"), "0".into(), ">= 1"));
+            }
+            if h.connections == 0 {
+                return Err(bad(f("connections"), "0".into(), ">= 1"));
+            }
+            for (name, v) in [
+                ("server_cpu_us", h.server_cpu_us),
+                ("client_cpu_us", h.client_cpu_us),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(bad(f(name), v.to_string(), "a finite number >= 0"));
+                }
+            }
+            for (name, v) in [
+                ("added_latency_p50_us", h.added_latency_p50_us),
+                ("added_latency_p99_us", h.added_latency_p99_us),
+            ] {
+                if !v.is_finite() {
+                    return Err(bad(f(name), v.to_string(), "a finite number"));
+                }
+            }
+            if !(h.error_rate.is_finite() && (0.0..=MAX_ERROR_RATE).contains(&h.error_rate)) {
+                return Err(bad(
+                    f("error_rate"),
+                    h.error_rate.to_string(),
+                    &format!("0 ..= {MAX_ERROR_RATE} (an overloaded run measures the overload)"),
+                ));
+            }
         }
         Ok(())
     }
@@ -413,6 +485,71 @@ mod tests {
             reference: None,
             entries,
             isolation: None,
+            mtls_handshake: None,
+        }
+    }
+
+    fn handshake() -> HandshakeCost {
+        HandshakeCost {
+            rate_cps: 200,
+            connections: 400,
+            server_cpu_us: 310.5,
+            client_cpu_us: 290.0,
+            added_latency_p50_us: 700.0,
+            added_latency_p99_us: 2500.0,
+            error_rate: 0.0,
+        }
+    }
+
+    #[test]
+    fn handshake_table_round_trips_and_is_optional() {
+        let mut f = file(vec![entry("mtls", 42.5, 80.0)]);
+        let old = f.to_toml_string();
+        assert!(
+            !old.contains("mtls_handshake"),
+            "absent stays absent:\n{old}"
+        );
+        assert_eq!(CalibrationFile::from_toml_str(&old, "old.toml").unwrap(), f);
+        f.mtls_handshake = Some(handshake());
+        let text = f.to_toml_string();
+        assert!(text.contains("[mtls_handshake]"), "{text}");
+        let back = CalibrationFile::from_toml_str(&text, "new.toml").unwrap();
+        assert_eq!(back, f);
+        assert!((back.mtls_handshake.unwrap().cpu_us() - 600.5).abs() < 1e-9);
+        let bad = text.replace("rate_cps = 200", "rate_cps = 200\nbogus = 1");
+        assert!(CalibrationFile::from_toml_str(&bad, "bad.toml").is_err());
+    }
+
+    #[test]
+    fn invalid_handshake_names_the_field() {
+        let mut f = file(vec![entry("mtls", 42.5, 80.0)]);
+        let mut h = handshake();
+        h.server_cpu_us = -1.0;
+        f.mtls_handshake = Some(h);
+        let err = CalibrationFile::from_toml_str(&f.to_toml_string(), "x.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("mtls_handshake.server_cpu_us"),
+            "{err}"
+        );
+        let mut h = handshake();
+        h.error_rate = 0.5;
+        f.mtls_handshake = Some(h);
+        let err = CalibrationFile::from_toml_str(&f.to_toml_string(), "x.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("mtls_handshake.error_rate"),
+            "{err}"
+        );
+        let text = f
+            .to_toml_string()
+            .replace("client_cpu_us = 290.0", "client_cpu_us = \"fast\"");
+        // A type error is a parse error at the field's line.
+        let want = 1 + text
+            .lines()
+            .position(|l| l.starts_with("client_cpu_us"))
+            .unwrap();
+        match CalibrationFile::from_toml_str(&text, "x.toml").unwrap_err() {
+            ConfigError::Parse { line, .. } => assert_eq!(line, want),
+            other => panic!("{other}"),
         }
     }
 

@@ -34,7 +34,7 @@ pub mod calibration;
 pub mod mesh;
 pub mod xds_sizes;
 
-pub use calibration::{CalibrationFile, PolicyCosts};
+pub use calibration::{CalibrationFile, HandshakeCost, PolicyCosts};
 pub use mesh::{MeshProfile, MeshSelection};
 pub use xds_sizes::XdsSizes;
 

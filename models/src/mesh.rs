@@ -339,8 +339,12 @@ pub struct PolicyParams {
     pub retry_attempts: u32,
     /// Probability that one attempt answers 5xx (the trace has none: 0 unless swept).
     pub upstream_5xx_rate: f64,
-    /// mTLS handshake CPU per new connection, both sides together, µs.
-    pub mtls_handshake_cpu_us: f64,
+    /// Override of the mTLS handshake CPU per new connection, both sides together, µs.
+    /// Absent (the built-in profiles): the calibration file's measured `[mtls_handshake]`
+    /// (sidecar + client CPU) scaled like the other policy costs, i.e. times the data plane's
+    /// `cpu_scale x policy_cpu_scale`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtls_handshake_cpu_us: Option<f64>,
 }
 
 impl Default for PolicyParams {
@@ -355,7 +359,7 @@ impl Default for PolicyParams {
             cb_ejection_ms: 30_000,
             retry_attempts: 2,
             upstream_5xx_rate: 0.0,
-            mtls_handshake_cpu_us: 0.0,
+            mtls_handshake_cpu_us: None,
         }
     }
 }
@@ -617,12 +621,9 @@ impl MeshProfile {
         c.range("policy.cb_ejection_ms", q.cb_ejection_ms, 1, 3_600_000)?;
         c.range("policy.retry_attempts", q.retry_attempts, 0, 10)?;
         c.finite("policy.upstream_5xx_rate", q.upstream_5xx_rate, 0.0, 1.0)?;
-        c.finite(
-            "policy.mtls_handshake_cpu_us",
-            q.mtls_handshake_cpu_us,
-            0.0,
-            1e6,
-        )?;
+        if let Some(us) = q.mtls_handshake_cpu_us {
+            c.finite("policy.mtls_handshake_cpu_us", us, 0.0, 1e6)?;
+        }
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use jsonwebtoken::Algorithm;
 use serde::Serialize;
 
+use crate::calibration::HandshakeCost;
 use crate::config::Isolation;
 use crate::pki::Pki;
 use crate::policy::jwt::TestIssuer;
@@ -446,27 +447,8 @@ impl Harness {
         let (addr, mut proc) = match target {
             Target::Direct => (self.upstream, None),
             Target::Sidecar(set) => {
-                let port = free_port()?;
-                let cfg = self.dir.join(format!("sidecar-{port}.toml"));
-                std::fs::write(&cfg, self.sidecar_config(set, port))
-                    .map_err(|e| err("config", e))?;
-                let stderr = std::fs::File::create(self.dir.join(format!("sidecar-{port}.stderr")))
-                    .map_err(|e| err("stderr file", e))?;
-                let child = Command::new(&self.opts.sidecar_bin)
-                    .arg("serve")
-                    .arg("--config")
-                    .arg(&cfg)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(stderr)
-                    .spawn()
-                    .map_err(|e| {
-                        err(&format!("spawning {}", self.opts.sidecar_bin.display()), e)
-                    })?;
-                (
-                    SocketAddr::from(([127, 0, 0, 1], port)),
-                    Some(Proc::new(child)),
-                )
+                let (addr, p) = self.spawn_sidecar(set)?;
+                (addr, Some(p))
             }
             Target::Nginx => {
                 let port = free_port()?;
@@ -564,6 +546,85 @@ impl Harness {
         result
     }
 
+    /// Starts a sidecar process for `set` on a free loopback port (stderr to the scratch dir).
+    fn spawn_sidecar(&self, set: &PolicySet) -> Result<(SocketAddr, Proc), BenchError> {
+        let port = free_port()?;
+        let cfg = self.dir.join(format!("sidecar-{port}.toml"));
+        std::fs::write(&cfg, self.sidecar_config(set, port)).map_err(|e| err("config", e))?;
+        let stderr = std::fs::File::create(self.dir.join(format!("sidecar-{port}.stderr")))
+            .map_err(|e| err("stderr file", e))?;
+        let child = Command::new(&self.opts.sidecar_bin)
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| err(&format!("spawning {}", self.opts.sidecar_bin.display()), e))?;
+        Ok((SocketAddr::from(([127, 0, 0, 1], port)), Proc::new(child)))
+    }
+
+    /// The cost of a full mTLS handshake on a new connection (see
+    /// [`crate::calibration::HandshakeCost`]): one sidecar process with the mTLS policy, driven
+    /// at `rate_cps` for `duration` twice, first over reused keep-alive connections, then with
+    /// every request on a fresh connection (no TLS session resumption, so each is a full
+    /// handshake). Per request, the fresh phase minus the reused phase is the handshake: sidecar
+    /// CPU (all its threads, ns resolution from `/proc/<pid>/task/*/schedstat`), load-generator
+    /// CPU (this process's threads: the same rustls + aws-lc client), and latency percentiles.
+    pub fn measure_handshake(
+        &self,
+        rate_cps: u64,
+        duration: Duration,
+    ) -> Result<HandshakeCost, BenchError> {
+        let set = PolicySet::Only(Policy::Mtls);
+        let spawn_at = Instant::now();
+        let (addr, mut proc) = self.spawn_sidecar(&set)?;
+        let mut fresh_cfg = (*self.client_tls).clone();
+        fresh_cfg.resumption = rustls::client::Resumption::disabled();
+        let result = self.rt.block_on(async {
+            let reused = LoadClient::new(addr, Some(self.client_tls.clone()), &self.token);
+            let fresh = LoadClient::fresh_connections(addr, Arc::new(fresh_cfg), &self.token);
+            reused
+                .wait_first_ok(spawn_at, Duration::from_secs(10))
+                .await?;
+            let warmup = self.opts.warmup.min(Duration::from_millis(500));
+            let _ = reused
+                .run(rate_cps, warmup, self.opts.request_timeout)
+                .await;
+            let _ = fresh.run(rate_cps, warmup, self.opts.request_timeout).await;
+            let me = std::process::id();
+            let mut phase = async |client: &LoadClient| {
+                let s0 = proc.cpu_ns(self.clk_tck)?;
+                let c0 = cpu_ns(me, self.clk_tck);
+                let stats = client
+                    .run(rate_cps, duration, self.opts.request_timeout)
+                    .await;
+                let s1 = proc.cpu_ns(self.clk_tck)?;
+                let c1 = cpu_ns(me, self.clk_tck);
+                let per =
+                    |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e3 / stats.sent.max(1) as f64;
+                Ok::<_, BenchError>((per(s0, s1), per(c0, c1), stats))
+            };
+            let (srv_r, cli_r, st_r) = phase(&reused).await?;
+            let (srv_f, cli_f, st_f) = phase(&fresh).await?;
+            let p = |st: &LoadStats, q: f64| st.hist.value_at_quantile(q) as f64;
+            // Negative differences are noise (a handshake cannot save CPU); 0.01 µs is plenty.
+            let us = |d: f64| (d.max(0.0) * 100.0).round() / 100.0;
+            Ok(HandshakeCost {
+                rate_cps,
+                connections: st_f.sent,
+                server_cpu_us: us(srv_f - srv_r),
+                client_cpu_us: us(cli_f - cli_r),
+                added_latency_p50_us: p(&st_f, 0.5) - p(&st_r, 0.5),
+                added_latency_p99_us: p(&st_f, 0.99) - p(&st_r, 0.99),
+                error_rate: (st_f.sent - st_f.ok) as f64 / st_f.sent.max(1) as f64,
+            })
+        });
+        proc.stop();
+        result
+    }
+
     fn spawn_nginx(&self, port: u16) -> Result<Child, BenchError> {
         let d = self.dir.join(format!("nginx-{port}"));
         std::fs::create_dir_all(&d).map_err(|e| err("nginx dir", e))?;
@@ -657,6 +718,28 @@ fn proc_stat(pid: u32) -> Option<(u32, u64, u64)> {
     Some((ppid, utime + stime, rss))
 }
 
+/// CPU time (user + system) of the live threads of process `pid`, ns: the sum of
+/// `/proc/<pid>/task/*/schedstat` (ns resolution); where schedstat is missing, the process's
+/// utime + stime ticks (which also hold its exited threads).
+fn cpu_ns(pid: u32, clk_tck: f64) -> u64 {
+    let from_schedstat = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()
+        .map(|dir| {
+            dir.filter_map(|e| {
+                let t = e.ok()?.file_name();
+                let s =
+                    std::fs::read_to_string(format!("/proc/{pid}/task/{}/schedstat", t.to_str()?))
+                        .ok()?;
+                s.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum::<u64>()
+        })
+        .filter(|ns| *ns > 0);
+    from_schedstat.unwrap_or_else(|| {
+        proc_stat(pid).map_or(0, |(_, ticks, _)| (ticks as f64 / clk_tck * 1e9) as u64)
+    })
+}
+
 fn children_of(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -706,6 +789,14 @@ impl Proc {
                     .ok()
             })
             .sum()
+    }
+
+    /// CPU of the proxy's live threads, ns (see [`cpu_ns`]; the sidecar is one process).
+    fn cpu_ns(&mut self, clk_tck: f64) -> Result<u64, BenchError> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(BenchError(format!("proxy exited early: {status}")));
+        }
+        Ok(self.pids().into_iter().map(|p| cpu_ns(p, clk_tck)).sum())
     }
 
     fn rss_pages(&mut self) -> Result<u64, BenchError> {
@@ -815,6 +906,23 @@ impl LoadClient {
         }
     }
 
+    /// Client for `addr` over mTLS that opens a new connection for every request (no idle
+    /// connection is kept): with `tls.resumption` disabled, each request pays a full handshake.
+    pub fn fresh_connections(
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+        token: &str,
+    ) -> LoadClient {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .pool_timer(TokioTimer::new())
+            .build(Connector::new(Duration::from_secs(2), Some(tls)));
+        LoadClient {
+            client,
+            ..LoadClient::new(addr, None, token)
+        }
+    }
+
     fn request(&self) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(Bytes::new()));
         *req.uri_mut() = self.uri.clone();
@@ -833,11 +941,17 @@ impl LoadClient {
     /// One request: `Ok(())` for a 200, otherwise the failure kind (`503`, `transport`, ...).
     async fn one(&self, timeout: Duration) -> Result<(), String> {
         let fut = async {
-            let resp = self
-                .client
-                .request(self.request())
-                .await
-                .map_err(|e| format!("transport: {e}"))?;
+            let resp = self.client.request(self.request()).await.map_err(|e| {
+                // hyper-util's Display is only the kind ("client error (Connect)"): the
+                // cause (e.g. the connector's timeout) is in the source chain.
+                let mut kind = format!("transport: {e}");
+                let mut src = std::error::Error::source(&e);
+                while let Some(c) = src {
+                    kind += &format!(": {c}");
+                    src = c.source();
+                }
+                kind
+            })?;
             let status = resp.status();
             let denied = resp
                 .headers()
@@ -968,6 +1082,36 @@ pub fn measure_median(
     Ok(runs.swap_remove(mid))
 }
 
+/// [`Harness::measure_handshake`] `repeats` times; the median run by server CPU is kept.
+pub fn measure_handshake_median(
+    h: &Harness,
+    rate_cps: u64,
+    duration: Duration,
+    repeats: usize,
+) -> Result<HandshakeCost, BenchError> {
+    let mut runs = Vec::with_capacity(repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        runs.push(h.measure_handshake(rate_cps, duration)?);
+    }
+    runs.sort_by(|a, b| a.server_cpu_us.total_cmp(&b.server_cpu_us));
+    let mid = runs.len() / 2;
+    Ok(runs.swap_remove(mid))
+}
+
+/// One line describing a handshake measurement.
+pub fn handshake_line(c: &HandshakeCost) -> String {
+    format!(
+        "mTLS handshake at {} conn/s ({} connections, error rate {:.4}): sidecar CPU {:.1} us, client CPU {:.1} us, added latency p50 {:.0} us, p99 {:.0} us",
+        c.rate_cps,
+        c.connections,
+        c.error_rate,
+        c.server_cpu_us,
+        c.client_cpu_us,
+        c.added_latency_p50_us,
+        c.added_latency_p99_us
+    )
+}
+
 /// Run the standard comparison at `rates` and return every measurement (direct, nginx, and
 /// the sidecar with each policy set), with added latencies filled in. Each point is the median
 /// of `repeats` runs.
@@ -999,6 +1143,69 @@ pub fn run_suite(
         out.extend(row);
     }
     Ok(out)
+}
+
+/// Failure kinds a saturated *machine* causes rather than the proxy: the load generator's
+/// timeout, a connect timeout (a full accept backlog), the proxy's request timeout (504), circuit-breaker overflow
+/// (requests pile up in flight) and a slow Redis answer with the fail-closed rate limit.
+/// Everything else (a 4xx from a policy, 502, a reset, an upstream connect error) is a bug.
+pub fn load_induced(kind: &str) -> bool {
+    kind == "timeout"
+        || (kind.starts_with("transport") && kind.ends_with("connect timeout"))
+        || kind.starts_with("504")
+        || kind == "503 (circuit_breaker)"
+        || kind == "503 (rate_limit)"
+}
+
+/// Pass criteria of a soak, robust to load from other processes on the machine yet able to
+/// fail: no unexpected failure (see [`load_induced`]); at least `min_ok` of the requests
+/// answered 200 (a backed-up machine times some out; a broken proxy fails most); and no RSS
+/// growth trend over the second half of the samples (taken every `every_s` seconds): the
+/// Theil-Sen slope (median of the pairwise slopes, so one burst of backlog cannot pass for a
+/// trend, while a steady leak moves every pair) must stay at or below `max_kib_per_s`.
+/// Returns what failed.
+pub fn soak_verdict(
+    m: &Measurement,
+    rss_kib: &[u64],
+    every_s: f64,
+    min_ok: f64,
+    max_kib_per_s: f64,
+) -> Result<(), String> {
+    let unexpected: Vec<_> = m
+        .failures
+        .iter()
+        .filter(|(k, _)| !load_induced(k))
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(format!("unexpected failures: {unexpected:?}"));
+    }
+    if (m.ok as f64) < min_ok * m.sent as f64 {
+        return Err(format!(
+            "only {}/{} requests answered 200 (need {:.0} %): {:?}",
+            m.ok,
+            m.sent,
+            min_ok * 100.0,
+            m.failures
+        ));
+    }
+    let half = &rss_kib[rss_kib.len() / 2..];
+    if half.len() < 3 {
+        return Err(format!("too few RSS samples to judge a trend: {rss_kib:?}"));
+    }
+    let mut slopes = Vec::new();
+    for (i, a) in half.iter().enumerate() {
+        for (j, b) in half.iter().enumerate().skip(i + 1) {
+            slopes.push((*b as f64 - *a as f64) / ((j - i) as f64 * every_s));
+        }
+    }
+    slopes.sort_by(f64::total_cmp);
+    let slope = slopes[slopes.len() / 2];
+    if slope > max_kib_per_s {
+        return Err(format!(
+            "RSS grows {slope:.1} KiB/s over the second half (limit {max_kib_per_s}): {rss_kib:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Render measurements as a Markdown table, with CPU ratios against nginx at the same rate.
@@ -1045,4 +1252,87 @@ pub fn table(ms: &[Measurement]) -> String {
 /// Path of the harness's scratch directory (configs, logs of the proxies).
 pub fn scratch_dir(h: &Harness) -> &Path {
     &h.dir
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn soak(ok: u64, failures: &[(&str, u64)]) -> Measurement {
+        Measurement {
+            target: "all-nine".into(),
+            rate_rps: 2000,
+            duration_s: 10.0,
+            sent: 20_000,
+            ok,
+            errors: 20_000 - ok,
+            failures: failures.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            cpu_us_per_request: Some(100.0),
+            latency_p50_us: 500,
+            latency_p99_us: 5000,
+            added_p50_us: None,
+            added_p99_us: None,
+            rss_kib: Some(20_000),
+            startup_ms: Some(5.0),
+            idle_rss_kib: None,
+            idle_anon_kib: None,
+        }
+    }
+
+    const FLAT: [u64; 8] = [
+        18_000, 20_000, 20_100, 20_050, 20_100, 20_080, 20_100, 20_090,
+    ];
+
+    #[test]
+    fn soak_verdict_tolerates_load_but_catches_bugs_and_leaks() {
+        // Clean, and a loaded machine: timeouts and overflow within the budget pass.
+        assert_eq!(
+            soak_verdict(&soak(20_000, &[]), &FLAT, 1.0, 0.8, 64.0),
+            Ok(())
+        );
+        let loaded = soak(
+            19_000,
+            &[
+                ("timeout", 500),
+                (
+                    "transport: client error (Connect): upstream connect timeout",
+                    100,
+                ),
+                ("503 (circuit_breaker)", 300),
+                ("504 (front)", 100),
+            ],
+        );
+        assert_eq!(soak_verdict(&loaded, &FLAT, 1.0, 0.8, 64.0), Ok(()));
+        // One policy denial is a bug, however few.
+        let bug = soak(19_999, &[("403 (authz)", 1)]);
+        assert!(
+            soak_verdict(&bug, &FLAT, 1.0, 0.8, 64.0)
+                .unwrap_err()
+                .contains("403")
+        );
+        let reset = soak(19_999, &[("transport: connection reset", 1)]);
+        assert!(soak_verdict(&reset, &FLAT, 1.0, 0.8, 64.0).is_err());
+        // A proxy that times most requests out fails even though timeouts are tolerated.
+        let stuck = soak(5_000, &[("timeout", 15_000)]);
+        assert!(
+            soak_verdict(&stuck, &FLAT, 1.0, 0.8, 64.0)
+                .unwrap_err()
+                .contains("5000/20000")
+        );
+        // A steady leak of 100 KiB/s fails; a single step (a burst of backlog) does not.
+        let leak: Vec<u64> = (0..8).map(|i| 20_000 + 100 * i).collect();
+        assert!(
+            soak_verdict(&soak(20_000, &[]), &leak, 1.0, 0.8, 64.0)
+                .unwrap_err()
+                .contains("100.0 KiB/s")
+        );
+        let step = [
+            20_000, 20_000, 20_000, 20_000, 20_000, 26_000, 20_000, 20_000,
+        ];
+        assert_eq!(
+            soak_verdict(&soak(20_000, &[]), &step, 1.0, 0.8, 64.0),
+            Ok(())
+        );
+        assert!(soak_verdict(&soak(20_000, &[]), &FLAT[..4], 1.0, 0.8, 64.0).is_err());
+    }
 }

@@ -218,6 +218,12 @@ pub struct ListenerConfig {
     pub listen: SocketAddr,
     /// Upstream endpoints (function instances), round robin; outlier detection may eject some.
     pub upstream: Vec<SocketAddr>,
+    /// Maximum open client connections on this listener (absent: unlimited). A connection
+    /// beyond it is accepted and closed at once, before any TLS or HTTP (counted as
+    /// `connections_refused`), like Envoy's listener connection limit: refusing keeps overload
+    /// visible to the client, where queueing in the kernel's accept backlog would hide it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 /// The outbound listener: plaintext from the local function, forwarded to a peer sidecar.
@@ -234,6 +240,10 @@ pub struct OutboundConfig {
     /// SPIFFE id the peer must present (checked when `tls`); absent = any id of our trust domain.
     #[serde(default)]
     pub peer_identity: Option<String>,
+    /// Maximum open connections from the function on this listener (absent: unlimited); see
+    /// [`ListenerConfig::max_connections`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 /// Workload identity: `spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>`.
@@ -738,6 +748,22 @@ impl Config {
         if self.inbound.upstream.is_empty() {
             return Err(invalid("inbound.upstream", "needs at least one endpoint"));
         }
+        if let Some(n) = self.inbound.max_connections {
+            check_range(
+                "inbound.max_connections",
+                n as u64,
+                1,
+                MAX_LISTENER_CONNECTIONS,
+            )?;
+        }
+        if let Some(n) = self.outbound.as_ref().and_then(|o| o.max_connections) {
+            check_range(
+                "outbound.max_connections",
+                n as u64,
+                1,
+                MAX_LISTENER_CONNECTIONS,
+            )?;
+        }
         if let Some(out) = &self.outbound {
             if out.upstream.is_empty() {
                 return Err(invalid("outbound.upstream", "needs at least one endpoint"));
@@ -987,6 +1013,10 @@ fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
 }
 
+/// Upper bound of a listener's `max_connections` (tokio's semaphore allows more; a file
+/// descriptor per connection makes more than this meaningless on one process).
+const MAX_LISTENER_CONNECTIONS: u64 = 1_000_000;
+
 fn check_range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
     if v < lo || v > hi {
         return Err(invalid(field, format!("{v} is outside {lo}..={hi}")));
@@ -1055,6 +1085,21 @@ upstream = ["127.0.0.1:8080"]
             err.to_string().contains("policies.ports.upstream_ports"),
             "{err}"
         );
+        let text = MINIMAL.replace("[inbound]\n", "[inbound]\nmax_connections = 0\n");
+        let err = Config::from_toml_str(&text).expect_err("no connections allowed");
+        assert!(err.to_string().contains("inbound.max_connections"), "{err}");
+        let text = format!(
+            "{MINIMAL}\n[outbound]\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:1\"]\nmax_connections = 2000000\n"
+        );
+        let err = Config::from_toml_str(&text).expect_err("too many");
+        assert!(
+            err.to_string().contains("outbound.max_connections"),
+            "{err}"
+        );
+        let text = MINIMAL.replace("[inbound]\n", "[inbound]\nmax_connections = 64\n");
+        let c = Config::from_toml_str(&text).expect("valid limit");
+        assert_eq!(c.inbound.max_connections, Some(64));
+        assert!(c.to_toml().contains("max_connections = 64"));
     }
 
     #[test]

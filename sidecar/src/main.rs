@@ -73,6 +73,13 @@ struct BenchArgs {
     /// RSS (0 = skip).
     #[arg(long, default_value_t = 0.0)]
     pub idle_settle_s: f64,
+    /// New mTLS connections per second for the handshake measurement (0: skip it).
+    #[arg(long, default_value_t = 200)]
+    pub handshake_rate: u64,
+    /// Measure only the mTLS handshake (no policy sets, no nginx) and print it as a
+    /// calibration `[mtls_handshake]` table.
+    #[arg(long)]
+    pub handshake_only: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -165,10 +172,14 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         isolation,
         keep_resident_bytes,
         idle_settle_s,
+        handshake_rate,
+        handshake_only,
     } = args;
     let with_nginx = !no_nginx;
     let rates = &rates[..];
-    use meshsim_sidecar::bench::{Harness, Options, PolicySet, run_suite, table};
+    use meshsim_sidecar::bench::{
+        Harness, Options, PolicySet, handshake_line, measure_handshake_median, run_suite, table,
+    };
     if !(0.5..=600.0).contains(&duration_s) {
         anyhow::bail!("--duration-s must be in 0.5..=600");
     }
@@ -180,6 +191,11 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if !(0.0..=60.0).contains(&idle_settle_s) {
         anyhow::bail!("--idle-settle-s must be in 0..=60");
+    }
+    if handshake_rate > 2000 || (handshake_only && handshake_rate == 0) {
+        anyhow::bail!(
+            "--handshake-rate must be in 1..=2000 (0 skips it, except with --handshake-only)"
+        );
     }
     let sets: Vec<PolicySet> = PolicySet::standard()
         .into_iter()
@@ -200,6 +216,27 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     })
     .context("setting up the bench")?;
     let duration = std::time::Duration::from_secs_f64(duration_s);
+    let handshake = if handshake_rate > 0 {
+        let h = measure_handshake_median(&harness, handshake_rate, duration, repeats)
+            .context("measuring the mTLS handshake")?;
+        eprintln!("{}", handshake_line(&h));
+        Some(h)
+    } else {
+        None
+    };
+    if handshake_only {
+        #[derive(serde::Serialize)]
+        struct Table<'a> {
+            mtls_handshake: &'a meshsim_sidecar::calibration::HandshakeCost,
+        }
+        if let Some(h) = &handshake {
+            print!(
+                "{}",
+                toml::to_string(&Table { mtls_handshake: h }).context("serialising")?
+            );
+        }
+        return Ok(());
+    }
     let ms = run_suite(&harness, rates, &sets, duration, repeats, with_nginx, |m| {
         eprintln!(
             "{:>5} rps {:<16} cpu/req {:>7} us  p50 {:>6} us  p99 {:>7} us  ok {}/{} {:?} rss {:?} KiB idle {:?} KiB (anon {:?})",
@@ -219,27 +256,22 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         );
     })?;
     println!("{}", table(&ms));
+    if let Some(h) = &handshake {
+        println!("{}", handshake_line(h));
+    }
     if let Some(path) = calibration_out {
-        use meshsim_sidecar::calibration::*;
-        let file = CalibrationFile {
-            schema: CALIBRATION_SCHEMA,
-            measured_at: meshsim_sidecar::policy::access_log::rfc3339_ms(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
+        let file = meshsim_sidecar::calibration::file_from(
+            &ms,
+            handshake,
+            format!(
+                "meshsim-sidecar bench: open-loop HTTP/1.1 keep-alive load on loopback, {duration_s} s per point after 1 s warm-up, median of {repeats} run(s), 1 proxy worker thread; mTLS handshake: {handshake_rate} fresh connections/s vs reused, same duration"
             ),
-            machine: MachineInfo::current(),
-            method: format!(
-                "meshsim-sidecar bench: open-loop HTTP/1.1 keep-alive load on loopback, {duration_s} s per point after 1 s warm-up, median of {repeats} run(s), 1 proxy worker thread"
-            ),
-            reference: with_nginx
-                .then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
-            entries: ms.iter().filter_map(PolicyCost::from_measurement).collect(),
-            isolation: None,
-        };
-        let text = toml::to_string(&file).context("serialising calibration")?;
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            with_nginx.then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
+        );
+        file.validate()
+            .context("the measurements do not make a valid calibration file")?;
+        std::fs::write(&path, file.to_toml_string())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

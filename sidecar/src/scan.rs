@@ -58,6 +58,25 @@ impl Scanner {
         while !data.is_empty() {
             match self.state {
                 State::Off => return,
+                State::Head if self.head.is_empty() => {
+                    // Fast path (a whole head in one read, the common case): parse it in place,
+                    // no copy and no allocation.
+                    match find(data, b"\r\n\r\n") {
+                        Some(pos) => {
+                            let end = pos + 4;
+                            self.state = self.on_head(&data[..end]);
+                            data = &data[end..];
+                        }
+                        None => {
+                            if data.len() > self.max_head {
+                                self.disable();
+                                return;
+                            }
+                            self.head.extend_from_slice(data);
+                            return;
+                        }
+                    }
+                }
                 State::Head => {
                     let old = self.head.len();
                     self.head.extend_from_slice(data);
@@ -68,6 +87,9 @@ impl Scanner {
                             let consumed = end - old;
                             let head = std::mem::take(&mut self.head);
                             self.state = self.on_head(&head[..end]);
+                            // Keep the buffer's capacity for the next split head.
+                            self.head = head;
+                            self.head.clear();
                             data = &data[consumed..];
                         }
                         None => {
@@ -148,30 +170,37 @@ impl Scanner {
     }
 
     fn on_head(&self, head: &[u8]) -> State {
-        let text = String::from_utf8_lossy(head);
-        let mut lines = text.split("\r\n").skip_while(|l| l.is_empty());
+        // Byte-level line splitting (header names are ASCII; values are compared as bytes):
+        // no UTF-8 conversion and no substring searcher per request.
+        let mut lines = head
+            .split(|b| *b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .skip_while(|l| l.is_empty());
         let Some(request_line) = lines.next() else {
             return State::Head;
         };
-        if request_line.starts_with("PRI ") || request_line.starts_with("CONNECT ") {
+        if request_line.starts_with(b"PRI ") || request_line.starts_with(b"CONNECT ") {
             return State::Off;
         }
         let (mut cl, mut te, mut chunked, mut upgrade) = (None::<u64>, false, false, false);
         for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
                 continue;
             };
-            let name = name.trim();
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                cl = value.parse().ok().or(Some(u64::MAX));
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            let name = line[..colon].trim_ascii();
+            let value = line[colon + 1..].trim_ascii();
+            if name.eq_ignore_ascii_case(b"content-length") {
+                cl = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .or(Some(u64::MAX));
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 te = true;
                 chunked = value
-                    .rsplit(',')
+                    .rsplit(|b| *b == b',')
                     .next()
-                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-            } else if name.eq_ignore_ascii_case("upgrade") {
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case(b"upgrade") {
                 upgrade = true;
             }
         }
@@ -301,6 +330,24 @@ mod tests {
         ]));
         assert!(!scan(&[
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n"
+        ]));
+    }
+
+    #[test]
+    fn heads_split_across_reads_use_the_slow_path_the_same_way() {
+        let clean = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let bad = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for split in 1..bad.len() {
+            let (a, b) = bad.split_at(split);
+            assert!(scan(&[clean, a, b]), "split at {split}");
+            // A clean head split the same way, then the conflict in one read (the buffer is
+            // emptied between heads, so the fast path takes over again).
+            let (c, d) = clean.split_at(split.min(clean.len() - 1));
+            assert!(scan(&[c, d, bad]), "clean split at {split}");
+        }
+        // Non-UTF-8 bytes in a value do not hide a conflict.
+        assert!(scan(&[
+            b"POST / HTTP/1.1\r\nX: \xff\xfe\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
         ]));
     }
 }

@@ -24,7 +24,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -214,19 +214,11 @@ async fn front(
         }
     }
     let (mut parts, body) = req.into_parts();
-    let bytes: Bytes = match Limited::new(body, limits.max_body_bytes).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            return Err(if e.is::<http_body_util::LengthLimitError>() {
-                refuse(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large",
-                    true,
-                )
-            } else {
-                refuse(StatusCode::BAD_REQUEST, "error reading request body", true)
-            });
-        }
+    // Most requests (GET) have no body: skip the collector.
+    let bytes: Bytes = if http_body::Body::is_end_stream(&body) {
+        Bytes::new()
+    } else {
+        collect_body(body, limits.max_body_bytes).await?
     };
     // Identity and claims headers are only ever set by the sidecar itself.
     parts.headers.remove(XFCC);
@@ -238,6 +230,23 @@ async fn front(
     }
     parts.extensions.insert(conn);
     Ok(Request::from_parts(parts, Full::new(bytes)))
+}
+
+/// The whole request body, at most `max` bytes (buffered so retries can resend it).
+async fn collect_body(body: Incoming, max: usize) -> Result<Bytes, Resp> {
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+            true,
+        )),
+        Err(_) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "error reading request body",
+            true,
+        )),
+    }
 }
 
 fn strip_internal(headers: &mut http::HeaderMap, is_internal: impl Fn(&http::HeaderName) -> bool) {
@@ -325,6 +334,8 @@ struct ListenerCtx<S> {
     stats: Arc<Stats>,
     handshake_timeout: Duration,
     max_header_bytes: usize,
+    /// Open-connection limit of the listener (`max_connections`); a permit per connection.
+    conn_limit: Option<Arc<Semaphore>>,
 }
 
 async fn accept_loop<S>(
@@ -340,10 +351,25 @@ async fn accept_loop<S>(
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((tcp, remote)) => {
+                    let permit = match &ctx.conn_limit {
+                        None => None,
+                        Some(sem) => match sem.clone().try_acquire_owned() {
+                            Ok(p) => Some(p),
+                            Err(_) => {
+                                // Over the limit: close before any TLS or HTTP work.
+                                ctx.stats.connections_refused.inc();
+                                drop(tcp);
+                                continue;
+                            }
+                        },
+                    };
                     ctx.stats.connections.inc();
                     let ctx = ctx.clone();
                     let watcher = graceful.watcher();
-                    tokio::spawn(async move { serve_conn(tcp, remote, ctx, watcher).await });
+                    tokio::spawn(async move {
+                        serve_conn(tcp, remote, ctx, watcher).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     crate::diag::warn_limited("accept_error", &e.to_string());
@@ -717,6 +743,10 @@ impl Sidecar {
             stats: stats.clone(),
             handshake_timeout,
             max_header_bytes: config.limits.max_header_bytes,
+            conn_limit: config
+                .inbound
+                .max_connections
+                .map(|n| Arc::new(Semaphore::new(n))),
         });
         tasks.push((
             false,
@@ -785,6 +815,7 @@ impl Sidecar {
                 stats: stats.clone(),
                 handshake_timeout,
                 max_header_bytes: config.limits.max_header_bytes,
+                conn_limit: out.max_connections.map(|n| Arc::new(Semaphore::new(n))),
             });
             tasks.push((
                 false,

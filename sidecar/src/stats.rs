@@ -37,6 +37,7 @@ macro_rules! stats {
 
 stats! {
     connections: "Accepted client connections.",
+    connections_refused: "Client connections closed at accept because the listener was at max_connections.",
     tls_handshake_failures: "TLS handshakes that failed (no/invalid client certificate, plaintext on a strict port).",
     requests: "Requests that entered the policy chain.",
     rejected_front: "Requests refused by the front (framing, limits, method/URI).",

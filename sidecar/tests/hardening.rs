@@ -312,3 +312,66 @@ async fn graceful_drain_finishes_in_flight_requests() {
         "listener closed"
     );
 }
+
+/// An HTTP/1.1 keep-alive connection that stays open while the sender lives.
+async fn open_conn(
+    addr: std::net::SocketAddr,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn ask(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+) -> Result<u16, String> {
+    let fut = async {
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let r = sender
+            .send_request(get("/"))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(r.status().as_u16())
+    };
+    tokio::time::timeout(SHORT, fut)
+        .await
+        .map_err(|_| "timeout".to_owned())?
+}
+
+#[tokio::test]
+async fn listener_connection_limit_refuses_the_excess_and_frees_slots() {
+    let up = upstream().await;
+    let sc = sidecar(up.addr, "max_connections = 2\n").await;
+    let mut a = open_conn(sc.inbound).await.expect("a");
+    let mut b = open_conn(sc.inbound).await.expect("b");
+    assert_eq!(ask(&mut a).await, Ok(200));
+    assert_eq!(ask(&mut b).await, Ok(200));
+    // The third connection is accepted by the kernel, then closed by the sidecar.
+    let third = match open_conn(sc.inbound).await {
+        Ok(mut c) => ask(&mut c).await,
+        Err(e) => Err(e),
+    };
+    assert!(third.is_err(), "{third:?}");
+    assert_eq!(sc.stats().connections_refused.get(), 1);
+    // The two open connections keep working.
+    assert_eq!(ask(&mut a).await, Ok(200));
+    // Closing one frees its slot once the sidecar has seen the close (bounded retries).
+    drop(b);
+    let mut served = None;
+    for _ in 0..100 {
+        if let Ok(mut c) = open_conn(sc.inbound).await
+            && let Ok(s) = ask(&mut c).await
+        {
+            served = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served, Some(200));
+    assert_eq!(ask(&mut a).await, Ok(200));
+}

@@ -17,8 +17,12 @@
 //! - **global rate limit**: a fixed window per function; the check is an RPC to a rate-limit
 //!   service on the control-plane node (or a node-local cache) with its own FIFO queue and CPU;
 //!   the request waits for the answer; over the limit it fails `rate-limited`;
-//! - **mTLS**: a handshake (CPU) on every new connection to a pod (connections are kept per
-//!   pod and grow with its concurrent requests); per-byte crypto is in the calibrated cost;
+//! - **mTLS**: a handshake on every new connection to a pod (connections are kept per pod and
+//!   grow with its concurrent requests): CPU = the calibration's measured full handshake
+//!   (`[mtls_handshake]`, sidecar + client side) x `cpu_scale x policy_cpu_scale`, like the
+//!   other policy costs (or the profile's `policy.mtls_handshake_cpu_us` override), and added
+//!   latency = `latency_scale x` the measured first-request slowdown beyond that CPU; per-byte
+//!   crypto is in the calibrated per-request cost;
 //! - **retries**: an attempt answers 5xx with `policy.upstream_5xx_rate` (0 in the trace); the
 //!   proxy retries up to `retry_attempts` times, each attempt paying the hop again; then
 //!   `retries-exhausted`;
@@ -167,6 +171,7 @@ pub struct MeshModel {
     pod_hop: SidecarHop,
     activator_hop: Option<SidecarHop>,
     handshake_ns: u64,
+    handshake_latency_ns: u64,
     rl: bool,
     mtls: bool,
     cb: bool,
@@ -234,6 +239,8 @@ impl MeshModel {
         let mut waypoint_cpu_ns = 0;
         let rl_bit = policy_index("rate_limit").map_or(0, |i| 1u16 << i);
         let mtls_bit = policy_index("mtls").map_or(0, |i| 1u16 << i);
+        let mtls = active && has("mtls");
+        let (mut handshake_ns, mut handshake_latency_ns) = (0, 0);
         if let Some(c) = &costs {
             let (cpu_scale, lat_scale) = dp.scales(c);
             let cpu_us = |m: u16| {
@@ -247,6 +254,26 @@ impl MeshModel {
             };
             let traversals = u64::from(dp.traversals_per_hop) * hop_ns;
             let ns = |us: f64| (us * 1e3).round().max(0.0) as u64;
+            if mtls {
+                let measured = inputs.calibration.mtls_handshake.as_ref();
+                let cpu = match (profile.policy.mtls_handshake_cpu_us, measured) {
+                    (Some(us), _) => us,
+                    (None, Some(h)) => cpu_scale * dp.policy_cpu_scale * h.cpu_us(),
+                    (None, None) => {
+                        return Err(ConfigError::Invalid {
+                            file: profile.name.clone(),
+                            field: "policy.mtls_handshake_cpu_us".into(),
+                            value: "absent, and the calibration file has no [mtls_handshake]"
+                                .into(),
+                            allowed: "a calibration measured with the handshake (`meshsim calibrate handshake --into FILE`) or an explicit value".into(),
+                        });
+                    }
+                };
+                handshake_ns = ns(cpu);
+                handshake_latency_ns = measured.map_or(0, |h| {
+                    ns(lat_scale * (h.added_latency_p50_us - h.cpu_us()).max(0.0))
+                });
+            }
             let boot = ns(dp.boot_us_calibrated(inputs.calibration));
             // The pass-through CPU beyond what fits in the published on-path latency runs off
             // the request's critical path (`DataPlane::on_path_latency_us`).
@@ -335,9 +362,10 @@ impl MeshModel {
             watch_ns: cfg.kubernetes.watch_delay_ms * MS,
             pod_hop,
             activator_hop,
-            handshake_ns: (q.mtls_handshake_cpu_us * 1e3).round() as u64,
+            handshake_ns,
+            handshake_latency_ns,
             rl: active && has("rate_limit"),
-            mtls: active && has("mtls"),
+            mtls,
             cb: active && has("circuit_breaker"),
             retry_attempts: if active && has("retry") {
                 q.retry_attempts
@@ -390,6 +418,11 @@ impl MeshModel {
         self.pod_hop
     }
 
+    /// CPU and added latency of one mTLS handshake (0 without the mTLS policy), ns.
+    pub fn handshake(&self) -> (u64, u64) {
+        (self.handshake_ns, self.handshake_latency_ns)
+    }
+
     /// The per-hop cost of the activator's proxy, if it has one.
     pub fn activator_hop(&self) -> Option<SidecarHop> {
         self.activator_hop
@@ -436,6 +469,7 @@ impl MeshModel {
             self.pod(pod).conns += 1;
             if self.mtls {
                 hop.cpu_ns += self.handshake_ns;
+                hop.latency_ns += self.handshake_latency_ns;
             }
             if per_conn > 0.0 {
                 self.pending.push(MeshAction::Memory {

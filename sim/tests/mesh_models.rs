@@ -239,7 +239,13 @@ fn mtls_handshakes_on_new_connections_only() {
     let mut m = model(&p, 1, false);
     schedule(&mut m, 0);
     let base = m.pod_hop().cpu_ns;
-    let hs = (p.policy.mtls_handshake_cpu_us * 1e3) as u64;
+    let (hs, _) = m.handshake();
+    // The calibrated handshake (both sides) times Istio's cpu_scale x policy_cpu_scale.
+    let cal = calibration().mtls_handshake.as_ref().unwrap();
+    let costs = calibration().policy_costs(1000).unwrap();
+    let (cpu_scale, _) = p.data_plane.scales(&costs);
+    let want = cpu_scale * p.data_plane.policy_cpu_scale * cal.cpu_us() * 1e3;
+    assert!(hs > 0 && (hs as f64 - want).abs() <= 1.0, "{hs} vs {want}");
     let cpu = |d: HopDecision| match d {
         HopDecision::Through(h) => h.cpu_ns,
         other => panic!("{other:?}"),
@@ -565,4 +571,39 @@ fn the_lightweight_profile_reads_the_measured_sandbox_creation() {
     );
     assert!((none - six).abs() <= 1e-9 * none.max(1.0), "{none} {six}");
     assert!(dear > six, "{six} {dear}");
+}
+
+#[test]
+fn handshake_needs_a_measurement_or_an_override() {
+    let p = profile("istio", &["mtls"]);
+    let mut old = calibration().clone();
+    old.mtls_handshake = None;
+    let inputs = MeshInputs {
+        calibration: &old,
+        xds_sizes: Some(sizes()),
+        record_xds: false,
+    };
+    let err = MeshModel::new(&p, &exact_cfg(), 1, inputs, 1, 0).unwrap_err();
+    assert!(
+        err.to_string().contains("policy.mtls_handshake_cpu_us"),
+        "{err}"
+    );
+    let mut q = p.clone();
+    q.policy.mtls_handshake_cpu_us = Some(600.0);
+    let inputs = MeshInputs {
+        calibration: &old,
+        xds_sizes: Some(sizes()),
+        record_xds: false,
+    };
+    let m = MeshModel::new(&q, &exact_cfg(), 1, inputs, 1, 0).unwrap();
+    assert_eq!(m.handshake(), (600_000, 0));
+    // Without the mTLS policy the old file is fine.
+    let inputs = MeshInputs {
+        calibration: &old,
+        xds_sizes: Some(sizes()),
+        record_xds: false,
+    };
+    let none = profile("istio", &["jwt"]);
+    let m = MeshModel::new(&none, &exact_cfg(), 1, inputs, 1, 0).unwrap();
+    assert_eq!(m.handshake(), (0, 0));
 }
