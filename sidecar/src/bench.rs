@@ -1074,12 +1074,7 @@ pub fn measure_median(
     for _ in 0..repeats.max(1) {
         runs.push(h.measure_target(target, rate_rps, duration)?);
     }
-    runs.sort_by(|a, b| {
-        let key = |m: &Measurement| m.cpu_us_per_request.unwrap_or(m.latency_p50_us as f64);
-        key(a).total_cmp(&key(b))
-    });
-    let mid = runs.len() / 2;
-    Ok(runs.swap_remove(mid))
+    Ok(median_run(runs))
 }
 
 /// [`Harness::measure_handshake`] `repeats` times; the median run by server CPU is kept.
@@ -1114,7 +1109,10 @@ pub fn handshake_line(c: &HandshakeCost) -> String {
 
 /// Run the standard comparison at `rates` and return every measurement (direct, nginx, and
 /// the sidecar with each policy set), with added latencies filled in. Each point is the median
-/// of `repeats` runs.
+/// of `repeats` runs, and the repeats are interleaved (round r measures every target once
+/// before round r + 1 starts), so that a change in machine load from other work hits all
+/// targets alike instead of one target's whole series: ratios between targets (x nginx) are
+/// what the load moves least.
 pub fn run_suite(
     h: &Harness,
     rates: &[u64],
@@ -1126,23 +1124,37 @@ pub fn run_suite(
 ) -> Result<Vec<Measurement>, BenchError> {
     let mut out = Vec::new();
     for &rate in rates {
-        let direct = measure_median(h, &Target::Direct, rate, duration, repeats)?;
-        progress(&direct);
-        let mut targets: Vec<Target> = Vec::new();
+        let mut targets: Vec<Target> = vec![Target::Direct];
         if with_nginx {
             targets.push(Target::Nginx);
         }
         targets.extend(sets.iter().cloned().map(Target::Sidecar));
-        let mut row = vec![direct.clone()];
-        for t in targets {
-            let mut m = measure_median(h, &t, rate, duration, repeats)?;
+        let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); targets.len()];
+        for _ in 0..repeats.max(1) {
+            for (t, slot) in targets.iter().zip(runs.iter_mut()) {
+                slot.push(h.measure_target(t, rate, duration)?);
+            }
+        }
+        let mut row: Vec<Measurement> = runs.into_iter().map(median_run).collect();
+        let direct = row[0].clone();
+        progress(&direct);
+        for m in row.iter_mut().skip(1) {
             m.set_added(&direct);
-            progress(&m);
-            row.push(m);
+            progress(m);
         }
         out.extend(row);
     }
     Ok(out)
+}
+
+/// The median run (by proxy CPU per request, or p50 latency for the direct baseline).
+fn median_run(mut runs: Vec<Measurement>) -> Measurement {
+    runs.sort_by(|a, b| {
+        let key = |m: &Measurement| m.cpu_us_per_request.unwrap_or(m.latency_p50_us as f64);
+        key(a).total_cmp(&key(b))
+    });
+    let mid = runs.len() / 2;
+    runs.swap_remove(mid)
 }
 
 /// Failure kinds a saturated *machine* causes rather than the proxy: the load generator's

@@ -95,8 +95,29 @@ pub enum UpstreamOutcome {
     Reset,
 }
 
-/// Hop-by-hop headers that a proxy must not forward.
+/// The hop-by-hop headers a proxy removes whatever `Connection` says (RFC 9110 §7.6.1, plus
+/// the legacy `keep-alive` and `proxy-connection`).
+fn is_hop_by_hop(name: &http::HeaderName) -> bool {
+    use http::header::{CONNECTION, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    [
+        CONNECTION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        PROXY_AUTHORIZATION,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Hop-by-hop headers that a proxy must not forward. Runs on every request and response: one
+/// pass over the names decides (most messages carry none), instead of eight hashed removals.
 pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(conn) = headers.get(http::header::CONNECTION).cloned()
         && let Ok(s) = conn.to_str()
     {
@@ -107,16 +128,52 @@ pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
             }
         }
     }
-    for h in [
-        http::header::CONNECTION,
-        http::header::TE,
-        http::header::TRAILER,
-        http::header::TRANSFER_ENCODING,
-        http::header::UPGRADE,
-        http::header::PROXY_AUTHORIZATION,
-    ] {
+    let hop: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|k| is_hop_by_hop(k))
+        .cloned()
+        .collect();
+    for h in hop {
         headers.remove(h);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped_and_others_kept() {
+        let mut h = http::HeaderMap::new();
+        h.insert("host", "a".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        let clean = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, clean, "nothing to strip");
+        for (k, v) in [
+            ("connection", "close, X-Custom-Hop"),
+            ("x-custom-hop", "1"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+        ] {
+            h.append(http::HeaderName::from_static(k), v.parse().unwrap());
+        }
+        h.append("x-keep", "2".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["host", "x-keep"]);
+        assert_eq!(h.get_all("x-keep").iter().count(), 2);
+        // Only listed in Connection, with nothing else hop-by-hop: `connection` itself triggers.
+        let mut h = http::HeaderMap::new();
+        h.insert("connection", "x-a".parse().unwrap());
+        h.insert("x-a", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+    }
 }
