@@ -341,8 +341,9 @@ pub struct PolicyParams {
     pub upstream_5xx_rate: f64,
     /// Override of the mTLS handshake CPU per new connection, both sides together, µs.
     /// Absent (the built-in profiles): the calibration file's measured `[mtls_handshake]`
-    /// (sidecar + client CPU) scaled like the other policy costs, i.e. times the data plane's
-    /// `cpu_scale x policy_cpu_scale`.
+    /// (sidecar + client CPU) times the data plane's `policy_cpu_scale` (not its per-request
+    /// `cpu_scale`: the handshake is public-key crypto, the same work in Envoy's BoringSSL as in
+    /// the reference's aws-lc).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtls_handshake_cpu_us: Option<f64>,
 }

@@ -258,7 +258,10 @@ impl MeshModel {
                 let measured = inputs.calibration.mtls_handshake.as_ref();
                 let cpu = match (profile.policy.mtls_handshake_cpu_us, measured) {
                     (Some(us), _) => us,
-                    (None, Some(h)) => cpu_scale * dp.policy_cpu_scale * h.cpu_us(),
+                    // Public-key crypto, not proxy overhead: Envoy's BoringSSL and the
+                    // reference's aws-lc (a BoringSSL fork) do the same ECDHE + ECDSA work, so
+                    // the measured handshake is not scaled by the per-request `cpu_scale`.
+                    (None, Some(h)) => dp.policy_cpu_scale * h.cpu_us(),
                     (None, None) => {
                         return Err(ConfigError::Invalid {
                             file: profile.name.clone(),
