@@ -46,6 +46,29 @@ pub enum CalibrateWhat {
     /// Measure only the mTLS handshake cost and set the `[mtls_handshake]` table of an existing
     /// calibration file (entries and leading comment lines are kept).
     Handshake(HandshakeArgs),
+    /// Measure only per-request isolation (the sandbox micro benchmark and the `header-only`
+    /// set in both isolation modes) and set the `[isolation]` table of an existing calibration
+    /// file (entries and leading comment lines are kept).
+    Isolation(IsolationArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IsolationArgs {
+    /// The calibration file to update.
+    #[arg(long)]
+    pub into: PathBuf,
+    /// Offered rates for the loopback points, requests per second.
+    #[arg(long, value_delimiter = ',', default_value = "1000,2000")]
+    pub rates: Vec<u64>,
+    /// Measured seconds per point (after a 1 s warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Runs per point; the median is kept.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
+    /// The sidecar executable (default: meshsim-sidecar next to this binary).
+    #[arg(long)]
+    pub sidecar_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +131,7 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
     match a.what {
         Some(CalibrateWhat::Xds(x)) => crate::xds_sizes::run_cli(&x.out, &x.ks),
         Some(CalibrateWhat::Handshake(h)) => handshake_into(h),
+        Some(CalibrateWhat::Isolation(i)) => isolation_into(i),
         None => live(a.live),
     }
 }
@@ -150,30 +174,24 @@ fn check_handshake_rate(flag: &str, r: u64) -> Result<()> {
     Ok(())
 }
 
-fn handshake_into(a: HandshakeArgs) -> Result<()> {
-    check_duration(a.duration)?;
-    check_handshake_rate("--rate", a.rate)?;
-    if !(1..=15).contains(&a.repeats) {
-        bail!("--repeats: expected 1..=15, found {}", a.repeats);
+fn check_repeats(r: usize) -> Result<()> {
+    if !(1..=15).contains(&r) {
+        bail!("--repeats: expected 1..=15, found {r}");
     }
-    let name = a.into.display().to_string();
-    let text = std::fs::read_to_string(&a.into).with_context(|| format!("reading {name}"))?;
+    Ok(())
+}
+
+/// Reads the calibration file at `path`, lets `measure` set one of its tables, validates the
+/// result and writes it back atomically, keeping the file's leading comment lines.
+fn update_into(
+    path: &std::path::Path,
+    table: &str,
+    measure: impl FnOnce(&mut meshsim_models::CalibrationFile) -> Result<()>,
+) -> Result<()> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
     let mut file = meshsim_models::CalibrationFile::from_toml_str(&text, &name)?;
-    let opts = Options {
-        sidecar_bin: sidecar_bin(a.sidecar_bin)?,
-        ..Options::default()
-    };
-    let harness = Harness::new(opts)
-        .map_err(|e| anyhow::anyhow!("setting up the calibration harness: {e}"))?;
-    let h = measure_handshake_median(
-        &harness,
-        a.rate,
-        Duration::from_secs_f64(a.duration),
-        a.repeats,
-    )
-    .map_err(|e| anyhow::anyhow!("measuring the mTLS handshake: {e}"))?;
-    crate::outln!("{}", handshake_line(&h));
-    file.mtls_handshake = Some(h);
+    measure(&mut file)?;
     let header: String = text
         .lines()
         .take_while(|l| l.starts_with('#'))
@@ -182,9 +200,59 @@ fn handshake_into(a: HandshakeArgs) -> Result<()> {
     let out = format!("{header}{}", file.to_toml_string());
     meshsim_models::CalibrationFile::from_toml_str(&out, &name)
         .context("the updated calibration does not validate")?;
-    write_atomic(&a.into, out.as_bytes())?;
-    crate::outln!("[mtls_handshake] written to {name}");
+    write_atomic(path, out.as_bytes())?;
+    crate::outln!("{table} written to {name}");
     Ok(())
+}
+
+fn handshake_into(a: HandshakeArgs) -> Result<()> {
+    check_duration(a.duration)?;
+    check_handshake_rate("--rate", a.rate)?;
+    check_repeats(a.repeats)?;
+    let opts = Options {
+        sidecar_bin: sidecar_bin(a.sidecar_bin)?,
+        ..Options::default()
+    };
+    update_into(&a.into, "[mtls_handshake]", |file| {
+        let harness = Harness::new(opts)
+            .map_err(|e| anyhow::anyhow!("setting up the calibration harness: {e}"))?;
+        let h = measure_handshake_median(
+            &harness,
+            a.rate,
+            Duration::from_secs_f64(a.duration),
+            a.repeats,
+        )
+        .map_err(|e| anyhow::anyhow!("measuring the mTLS handshake: {e}"))?;
+        crate::outln!("{}", handshake_line(&h));
+        file.mtls_handshake = Some(h);
+        Ok(())
+    })
+}
+
+fn isolation_into(a: IsolationArgs) -> Result<()> {
+    check_duration(a.duration)?;
+    check_repeats(a.repeats)?;
+    if a.rates.is_empty() || a.rates.iter().any(|r| !(1..=20_000).contains(r)) {
+        bail!(
+            "--rates: expected 1..=20000 requests per second each, found {:?}",
+            a.rates
+        );
+    }
+    let bin = sidecar_bin(a.sidecar_bin)?;
+    update_into(&a.into, "[isolation]", |file| {
+        let progress = Progress::new(4 * a.rates.len() as u64, "calibrate isolation");
+        let iso = measure_isolation(
+            &bin,
+            &a.rates,
+            Duration::from_secs_f64(a.duration),
+            a.repeats,
+            &progress,
+        )
+        .context("measuring per-request isolation")?;
+        progress.finish();
+        file.isolation = Some(iso);
+        Ok(())
+    })
 }
 
 fn live(a: LiveArgs) -> Result<()> {
@@ -196,9 +264,7 @@ fn live(a: LiveArgs) -> Result<()> {
             a.rates
         );
     }
-    if !(1..=15).contains(&a.repeats) {
-        bail!("--repeats: expected 1..=15, found {}", a.repeats);
-    }
+    check_repeats(a.repeats)?;
     let bin = sidecar_bin(a.sidecar_bin)?;
     let opts = Options {
         sidecar_bin: bin.clone(),
@@ -208,7 +274,6 @@ fn live(a: LiveArgs) -> Result<()> {
     let harness = Harness::new(opts)
         .map_err(|e| anyhow::anyhow!("setting up the calibration harness: {e}"))?;
     let sets = PolicySet::standard();
-    // Per rate: the direct baseline, every policy set, and nginx.
     // Per rate: the direct baseline, every policy set, and nginx; then the handshake; then
     // per-request isolation (4 points per rate).
     let points = a.rates.len() * (sets.len() + 1 + usize::from(!a.no_nginx))

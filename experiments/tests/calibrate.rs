@@ -93,3 +93,63 @@ fn bad_arguments_are_clear_errors() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--handshake-rate"));
 }
+
+#[test]
+fn isolation_into_rewrites_only_that_table_and_keeps_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cal.toml");
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/calibration/reference-2core.toml"
+    );
+    let text = std::fs::read_to_string(shipped).unwrap();
+    let before = meshsim_models::CalibrationFile::from_toml_str(&text, shipped).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_meshsim"))
+        .env("CI", "1")
+        .args([
+            "calibrate",
+            "isolation",
+            "--rates",
+            "1000",
+            "--duration",
+            "0.5",
+            "--into",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let new_text = std::fs::read_to_string(&path).unwrap();
+    let header = |t: &str| {
+        t.lines()
+            .take_while(|l| l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(header(&new_text), header(&text));
+    let after = meshsim_models::CalibrationFile::from_toml_str(&new_text, "cal.toml").unwrap();
+    assert_eq!(after.entries, before.entries);
+    assert_eq!(after.mtls_handshake, before.mtls_handshake);
+    let iso = after
+        .isolation
+        .as_ref()
+        .and_then(|i| i.per_request.as_ref())
+        .expect("[isolation.per_request]");
+    assert_eq!(iso.entries.len(), 1, "{iso:?}");
+    assert_eq!(iso.entries[0].rate_rps, 1000);
+    assert!(iso.sandbox_create_us > 0.0, "{iso:?}");
+    // A file that does not parse is refused before anything is measured, naming it.
+    std::fs::write(&path, "schema = \"one\"\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_meshsim"))
+        .args(["calibrate", "isolation", "--into", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cal.toml"));
+}
