@@ -36,6 +36,31 @@ fn inputs(record_xds: bool) -> MeshInputs<'static> {
     }
 }
 
+/// Two minutes of the InVitro example trace through `p` with calibration `cal` (default
+/// config): (sidecar core-seconds, slowdown p50, slowdown p99).
+fn short_run(p: &MeshProfile, cal: &CalibrationFile) -> (f64, f64, f64) {
+    let trace = meshsim_traces::embedded::load("invitro-example")
+        .unwrap()
+        .unwrap();
+    let trace = Arc::new(trace.window(2).unwrap());
+    let inputs = MeshInputs {
+        calibration: cal,
+        xds_sizes: Some(sizes()),
+        record_xds: false,
+    };
+    let r = meshsim_sim::run_profile(
+        trace,
+        &SimConfig::default(),
+        p,
+        inputs,
+        &RunOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let sidecar: f64 = r.node_seconds.iter().map(|n| n.cpu_cores.sidecar).sum();
+    (sidecar, r.summary.slowdown.p50, r.summary.slowdown.p99)
+}
+
 fn exact_cfg() -> SimConfig {
     let mut cfg = SimConfig::default();
     cfg.kubernetes.pod_start.jitter_pct = 0;
@@ -434,24 +459,8 @@ fn selection_through_the_config_runs_the_profile() {
 
 #[test]
 fn raising_a_policy_cost_in_the_calibration_raises_cpu_and_slowdown() {
-    let trace = meshsim_traces::embedded::load("invitro-example")
-        .unwrap()
-        .unwrap();
-    let trace = Arc::new(trace.window(2).unwrap());
-    let cfg = SimConfig::default();
-    let opts = RunOptions::default();
     let p = profile("istio", &["jwt"]);
-    let run = |cal: &CalibrationFile| {
-        let inputs = MeshInputs {
-            calibration: cal,
-            xds_sizes: Some(sizes()),
-            record_xds: false,
-        };
-        let r = meshsim_sim::run_profile(trace.clone(), &cfg, &p, inputs, &opts, &mut |_, _| {})
-            .unwrap();
-        let sidecar: f64 = r.node_seconds.iter().map(|n| n.cpu_cores.sidecar).sum();
-        (sidecar, r.summary.slowdown.p50, r.summary.slowdown.p99)
-    };
+    let run = |cal: &CalibrationFile| short_run(&p, cal);
     let base = calibration().clone();
     let mut dear = base.clone();
     for e in dear.entries.iter_mut().filter(|e| e.policy_set == "jwt") {
@@ -528,26 +537,8 @@ fn istio_cpu_anchor_is_split_between_the_critical_path_and_the_node() {
 #[test]
 fn the_lightweight_profile_reads_the_measured_sandbox_creation() {
     use meshsim_models::calibration::{IsolationCosts, PerRequestCosts};
-    let trace = meshsim_traces::embedded::load("invitro-example")
-        .unwrap()
-        .unwrap();
-    let trace = Arc::new(trace.window(2).unwrap());
-    let cfg = SimConfig::default();
-    let opts = RunOptions::default();
     let p = MeshProfile::builtin("lightweight").unwrap();
-    let run = |cal: &CalibrationFile| {
-        let inputs = MeshInputs {
-            calibration: cal,
-            xds_sizes: Some(sizes()),
-            record_xds: false,
-        };
-        let r = meshsim_sim::run_profile(trace.clone(), &cfg, &p, inputs, &opts, &mut |_, _| {})
-            .unwrap();
-        r.node_seconds
-            .iter()
-            .map(|n| n.cpu_cores.sidecar)
-            .sum::<f64>()
-    };
+    let run = |cal: &CalibrationFile| short_run(&p, cal).0;
     let with_create = |us: f64| {
         let mut c = calibration().clone();
         c.isolation = Some(IsolationCosts {
