@@ -371,22 +371,19 @@ fn measure_isolation(
     let find = |ms: &[meshsim_sidecar::bench::Measurement], name: &str, rate: u64| {
         ms.iter()
             .find(|m| m.target == name && m.rate_rps == rate)
-            .cloned()
+            .and_then(|m| Some((m.cpu_us_per_request?, m.idle_anon_kib?)))
+            .with_context(|| format!("{name} at {rate} req/s: no CPU or idle-memory reading"))
     };
     let mut entries = Vec::new();
     for &rate in rates {
-        let (Some(s), Some(p)) = (
-            find(&modes[0], "header-only", rate),
-            find(&modes[1], "header-only/per-request", rate),
-        ) else {
-            continue;
-        };
+        let (shared_cpu, shared_anon) = find(&modes[0], "header-only", rate)?;
+        let (per_request_cpu, per_request_anon) = find(&modes[1], "header-only/per-request", rate)?;
         entries.push(IsolationPoint {
             rate_rps: rate,
-            shared_cpu_us_per_request: s.cpu_us_per_request.unwrap_or(0.0),
-            per_request_cpu_us_per_request: p.cpu_us_per_request.unwrap_or(0.0),
-            shared_idle_anon_kib: s.idle_anon_kib.unwrap_or(0),
-            per_request_idle_anon_kib: p.idle_anon_kib.unwrap_or(0),
+            shared_cpu_us_per_request: shared_cpu,
+            per_request_cpu_us_per_request: per_request_cpu,
+            shared_idle_anon_kib: shared_anon,
+            per_request_idle_anon_kib: per_request_anon,
         });
     }
     Ok(IsolationCosts {

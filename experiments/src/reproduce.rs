@@ -73,13 +73,13 @@ pub struct ReproduceArgs {
     pub coldstart_count: usize,
 }
 
-/// The profiles of the tipping-point study (scenario name, mesh profile).
-const TIP_PROFILES: [(&str, &str); 5] = [
-    ("no-mesh", "none"),
-    ("istio", "istio"),
-    ("istio-policies", "istio-policies"),
-    ("linkerd", "linkerd"),
-    ("lightweight", "lightweight"),
+/// The scenarios of the tipping-point study (a subset of [`SCENARIOS`], same profiles).
+const TIP_SCENARIOS: [&str; 5] = [
+    "no-mesh",
+    "istio",
+    "istio-policies",
+    "linkerd",
+    "lightweight",
 ];
 
 /// API-server write capacities (writes/s) of the tipping-point study, around the fitted 25/s
@@ -167,14 +167,19 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
             detail: false,
         });
     }
+    let fitted = base.kubernetes.api_writes_per_s;
     for w in TIP_WRITES {
+        // At the base capacity the study's runs are the scenarios above (same config and seeds).
+        if f64::from(w) == fitted {
+            continue;
+        }
         let mut b = base.clone();
         b.kubernetes.api_writes_per_s = f64::from(w);
-        for (name, profile) in TIP_PROFILES {
+        for (name, profile) in SCENARIOS.iter().filter(|s| TIP_SCENARIOS.contains(&s.0)) {
             let cfg = scenario_config(&b, profile, None)?;
             for r in 0..a.replications {
                 jobs.push(Job {
-                    scenario: tip_name(name, w),
+                    scenario: tip_name(name, w, fitted),
                     cfg: cfg.clone(),
                     replication: r,
                     detail: false,
@@ -288,17 +293,13 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
     figures.push(("policy_ablation", "Policy ablation on istio: slowdown p95 and mean CPU in use on all workers, with each policy alone and with all but one."));
     lightweight(&out.join("lightweight_comparison"), &summaries)?;
     figures.push(("lightweight_comparison", "The lightweight sidecar against no mesh, istio, linkerd and ambient: slowdown, CPU, memory, cold start, control-plane load (mean over replications)."));
-    let tipping = tipping_table(&summaries);
+    let tipping = tipping_table(&summaries, fitted);
     write_atomic(
         &out.join("tipping_point.csv"),
         tipping_csv(&tipping).as_bytes(),
     )?;
-    tipping_figure(
-        &out.join("tipping_point"),
-        &tipping,
-        base.kubernetes.api_writes_per_s,
-    )?;
-    figures.push(("tipping_point", "Tipping point: slowdown p50 and p95 of each mesh relative to no-mesh (same seed and replication) against the API server's write capacity; geometric mean over replications, the dashed line is the fitted capacity."));
+    tipping_figure(&out.join("tipping_point"), &tipping, fitted)?;
+    figures.push(("tipping_point", "Tipping point: slowdown p50 and p95 of each mesh relative to no-mesh (same seed and replication) against the API server's write capacity; geometric mean over replications; the vertical line marks the base config's capacity."));
 
     let summary = json!({
         "schema": 1, "seed": a.seed, "trace": trace_json(&trace),
@@ -310,7 +311,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         &summaries,
         &figures,
         (&cs_none, &cs_istio),
-        (&tipping, base.kubernetes.api_writes_per_s),
+        (&tipping, fitted),
         wall.elapsed().as_secs_f64(),
     );
     write_atomic(&out.join("report.md"), report.as_bytes())?;
@@ -594,8 +595,13 @@ fn lightweight(stem: &Path, summaries: &[(String, u32, Value)]) -> Result<()> {
     Ok(())
 }
 
-fn tip_name(scenario: &str, writes: u32) -> String {
-    format!("tip:{scenario}:{writes}")
+/// The run name of a tipping-point cell: the main scenario itself at the base capacity.
+fn tip_name(scenario: &str, writes: u32, base_writes: f64) -> String {
+    if f64::from(writes) == base_writes {
+        scenario.to_owned()
+    } else {
+        format!("tip:{scenario}:{writes}")
+    }
 }
 
 /// One cell of the tipping-point study: a mesh at one API-server capacity, with the per-
@@ -608,11 +614,11 @@ struct TipCell {
     failure_rate: Vec<f64>,
 }
 
-fn tipping_table(summaries: &[(String, u32, Value)]) -> Vec<TipCell> {
+fn tipping_table(summaries: &[(String, u32, Value)], base_writes: f64) -> Vec<TipCell> {
     let find = |name: &str, r: u32| summaries.iter().find(|s| s.0 == name && s.1 == r);
     let mut cells = Vec::new();
     for w in TIP_WRITES {
-        for (name, _) in TIP_PROFILES {
+        for name in TIP_SCENARIOS {
             let mut c = TipCell {
                 scenario: name,
                 writes: w,
@@ -620,8 +626,10 @@ fn tipping_table(summaries: &[(String, u32, Value)]) -> Vec<TipCell> {
                 p95: Vec::new(),
                 failure_rate: Vec::new(),
             };
-            for s in summaries.iter().filter(|s| s.0 == tip_name(name, w)) {
-                let Some(base) = find(&tip_name("no-mesh", w), s.1) else {
+            let run = tip_name(name, w, base_writes);
+            let reference = tip_name("no-mesh", w, base_writes);
+            for s in summaries.iter().filter(|s| s.0 == run) {
+                let Some(base) = find(&reference, s.1) else {
                     continue;
                 };
                 c.p50
@@ -676,7 +684,7 @@ fn tipping_figure(stem: &Path, cells: &[TipCell], fitted: f64) -> Result<()> {
             label,
         );
         c.y_log = true;
-        for (name, _) in TIP_PROFILES.iter().skip(1) {
+        for name in TIP_SCENARIOS.iter().skip(1) {
             let points = cells
                 .iter()
                 .filter(|x| x.scenario == *name)
@@ -825,7 +833,7 @@ fn report_md(
             .join(" | "),
         "---|".repeat(2 * TIP_WRITES.len())
     );
-    for (name, _) in TIP_PROFILES.iter().skip(1) {
+    for name in TIP_SCENARIOS.iter().skip(1) {
         let cells: Vec<String> = TIP_WRITES
             .iter()
             .filter_map(|w| {

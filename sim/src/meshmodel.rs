@@ -19,8 +19,9 @@
 //!   the request waits for the answer; over the limit it fails `rate-limited`;
 //! - **mTLS**: a handshake on every new connection to a pod (connections are kept per pod and
 //!   grow with its concurrent requests): CPU = the calibration's measured full handshake
-//!   (`[mtls_handshake]`, sidecar + client side) x `cpu_scale x policy_cpu_scale`, like the
-//!   other policy costs (or the profile's `policy.mtls_handshake_cpu_us` override), and added
+//!   (`[mtls_handshake]`, sidecar + client side) x `policy_cpu_scale`, not the per-request
+//!   `cpu_scale` since it is crypto-library work (or the profile's
+//!   `policy.mtls_handshake_cpu_us` override), and added
 //!   latency = `latency_scale x` the measured first-request slowdown beyond that CPU; per-byte
 //!   crypto is in the calibrated per-request cost;
 //! - **retries**: an attempt answers 5xx with `policy.upstream_5xx_rate` (0 in the trace); the
