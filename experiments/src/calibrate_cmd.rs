@@ -352,7 +352,8 @@ fn measure_isolation(
         let harness = Harness::new(Options {
             sidecar_bin: bin.to_owned(),
             isolation,
-            idle_settle: Duration::from_secs(1),
+            // Past the sandbox's idle release (1 s by default) and the reaper's check.
+            idle_settle: Duration::from_secs(2),
             ..Options::default()
         })
         .map_err(|e| anyhow::anyhow!("isolation harness: {e}"))?;
@@ -391,6 +392,11 @@ fn measure_isolation(
             sandbox_create_us: micro.empty_guest.mean_us,
             chain_us: micro.per_request_chain.mean_us,
             shared_chain_us: micro.shared_chain.mean_us,
+            recompile_us: Some(micro.after_release.mean_us),
+            compiled_kib_per_function: Some(micro.idle.compiled_kib_per_function)
+                .filter(|v| v.is_finite()),
+            idle_kib_per_function: Some(micro.idle.released_kib_per_function)
+                .filter(|v| v.is_finite()),
             entries,
         }),
     })

@@ -96,6 +96,17 @@ pub struct PerRequestCosts {
     pub chain_us: f64,
     /// The same header-only chain as shared-mode tower checks, µs (mean).
     pub shared_chain_us: f64,
+    /// The header-only chain on the first request after an idle release (the module, its
+    /// engine and pool compiled again), µs (mean).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recompile_us: Option<f64>,
+    /// Anonymous resident memory per function of chain sandboxes in one process while
+    /// compiled, KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiled_kib_per_function: Option<f64>,
+    /// The same after the idle release (what an idle function keeps), KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_kib_per_function: Option<f64>,
     /// Loopback measurements of the `header-only` policy set in both modes.
     #[serde(default)]
     pub entries: Vec<IsolationPoint>,
@@ -125,6 +136,21 @@ impl PerRequestCosts {
             ("shared_chain_us", self.shared_chain_us),
         ] {
             if !(v.is_finite() && (0.0..=1e6).contains(&v)) {
+                return Err((name.to_owned(), v.to_string()));
+            }
+        }
+        if let Some(v) = self.recompile_us
+            && !(v.is_finite() && (0.0..=1e7).contains(&v))
+        {
+            return Err(("recompile_us".to_owned(), v.to_string()));
+        }
+        for (name, v) in [
+            ("compiled_kib_per_function", self.compiled_kib_per_function),
+            ("idle_kib_per_function", self.idle_kib_per_function),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && (-1e6..=1e6).contains(&v))
+            {
                 return Err((name.to_owned(), v.to_string()));
             }
         }

@@ -712,6 +712,9 @@ mod tests {
                 sandbox_create_us: 4.25,
                 chain_us: 7.0,
                 shared_chain_us: 1.5,
+                recompile_us: None,
+                compiled_kib_per_function: None,
+                idle_kib_per_function: None,
                 entries: Vec::new(),
             }),
         });

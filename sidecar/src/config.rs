@@ -168,6 +168,12 @@ pub struct SandboxConfig {
     /// madvise and page faults of each request (about 3 us here) for 128 KiB per used slot.
     #[serde(default)]
     pub keep_resident_bytes: u64,
+    /// With no request for this long (ms), drop the compiled policy module, its engine and
+    /// instance pool, so an idle function keeps no sandbox memory; the next request compiles
+    /// the module again (see `meshsim-sidecar sandbox-bench`, "recompile"). 0 keeps the
+    /// module compiled for good.
+    #[serde(default = "d_idle_release")]
+    pub idle_release_ms: u64,
 }
 
 impl Default for SandboxConfig {
@@ -178,8 +184,13 @@ impl Default for SandboxConfig {
             max_stack_bytes: d_sandbox_stack(),
             instances: d_sandbox_instances(),
             keep_resident_bytes: 0,
+            idle_release_ms: d_idle_release(),
         }
     }
+}
+
+fn d_idle_release() -> u64 {
+    1000
 }
 
 fn d_fuel() -> u64 {
@@ -739,6 +750,14 @@ impl Config {
             8 << 20,
         )?;
         check_range("sandbox.instances", u64::from(sb.instances), 1, 10_000)?;
+        if sb.idle_release_ms > 0 {
+            check_range(
+                "sandbox.idle_release_ms",
+                sb.idle_release_ms,
+                10,
+                86_400_000,
+            )?;
+        }
         if sb.keep_resident_bytes > sb.max_memory_bytes {
             return Err(invalid(
                 "sandbox.keep_resident_bytes",

@@ -11,6 +11,10 @@ impl Counter {
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    /// Add `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
     /// Current value.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -52,4 +56,6 @@ stats! {
     upstream_errors: "Upstream connect failures and resets.",
     sandbox_runs: "Requests decided in a fresh sandbox instance (per-request isolation).",
     sandbox_failures: "Sandboxed policy runs that trapped, ran out of fuel or memory (request refused).",
+    sandbox_releases: "Times an idle sandbox dropped its compiled module, engine and pool (sandbox.idle_release_ms).",
+    sandbox_recompiles: "Times a request after an idle release compiled the policy module again.",
 }

@@ -33,6 +33,7 @@ fn limits() -> Limits {
         max_stack_bytes: 64 * 1024,
         instances: 4,
         keep_resident_bytes: 0,
+        idle_release: None,
     }
 }
 
@@ -609,4 +610,68 @@ async fn per_request_chain_decides_like_the_shared_layers_strict_h2() {
     );
     // No policy at all: everything allowed, nothing edited.
     assert_eq!(assert_same("", 1).await.1, 0);
+}
+
+// ---- idle release ------------------------------------------------------------------------
+
+#[test]
+fn a_released_sandbox_compiles_again_and_keeps_its_host_state() {
+    let sb = Sandbox::new(
+        STATEFUL,
+        Limits {
+            idle_release: Some(std::time::Duration::from_millis(10)),
+            ..limits()
+        },
+        Arc::new(HostShared::default()),
+    )
+    .expect("compile");
+    let hits = |sb: &Sandbox| sb.run(|_| Vec::new(), |mem, _| Ok(u32_at(mem, 12)));
+    assert_eq!(hits(&sb).expect("runs"), 1);
+    // Just used: not idle yet.
+    assert!(!sb.release_if_idle());
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    assert!(sb.release_if_idle());
+    assert!(!sb.is_compiled());
+    assert!(!sb.release(), "nothing left to release");
+    // The next request compiles the module again; the shared cache survived the release.
+    assert_eq!(hits(&sb).expect("runs after release"), 2);
+    assert!(sb.is_compiled());
+    assert_eq!((sb.compiles(), sb.releases()), (2, 1));
+}
+
+#[test]
+fn without_idle_release_the_module_stays_compiled() {
+    let sb = Sandbox::new(STATEFUL, limits(), Arc::new(HostShared::default())).expect("compile");
+    sb.run(|_| Vec::new(), |_, _| Ok(())).expect("runs");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(!sb.release_if_idle());
+    assert!(sb.is_compiled());
+    assert_eq!(sb.compiles(), 1);
+}
+
+#[tokio::test]
+async fn an_idle_sidecar_releases_its_sandbox_and_recompiles_on_the_next_request() {
+    let up = upstream().await;
+    let sc = per_request_sidecar(
+        up.addr,
+        "[sandbox]\nidle_release_ms = 40\n[policies.tracing]\nsampling = 1.0\n",
+    )
+    .await;
+    assert_eq!(send(sc.inbound, get("/")).await.expect("reply").status, 200);
+    // The reaper checks four times per period; give it a few periods.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sc.stats().sandbox_releases.get() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(sc.stats().sandbox_releases.get(), 1, "released when idle");
+    let r = send(sc.inbound, get("/")).await.expect("reply");
+    assert_eq!(r.status, 200);
+    assert!(r.echoed()["traceparent"].as_str().is_some());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sc.stats().sandbox_recompiles.get() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(sc.stats().sandbox_recompiles.get(), 1);
+    assert_eq!(sc.stats().sandbox_failures.get(), 0);
+    assert!(sc.shutdown().await);
 }

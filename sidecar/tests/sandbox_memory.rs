@@ -44,6 +44,7 @@ fn grow_after_runs(keep_resident_bytes: usize) -> i64 {
         max_stack_bytes: 128 * 1024,
         instances: 1,
         keep_resident_bytes,
+        idle_release: None,
     };
     let sb = Sandbox::new(TOUCHER, limits, Arc::new(HostShared::default())).expect("compile");
     let before = anon_kib();

@@ -546,6 +546,9 @@ fn the_lightweight_profile_reads_the_measured_sandbox_creation() {
                 sandbox_create_us: us,
                 chain_us: us + 3.0,
                 shared_chain_us: 1.5,
+                recompile_us: None,
+                compiled_kib_per_function: None,
+                idle_kib_per_function: None,
                 entries: Vec::new(),
             }),
         });

@@ -18,7 +18,7 @@ use http::{HeaderName, StatusCode, Version};
 use tower::{Layer, Service, ServiceExt};
 
 use super::abi::{ConfigBlob, Decision, Denial, Edit, JwtInput, KeyKind, RequestView, RuleSpec};
-use super::{HostShared, Limits, Sandbox, SandboxError, chain_wat};
+use super::{HostShared, Limits, Sandbox, SandboxError};
 use crate::config::{AuthzAction, MtlsMode, Policies, Protocol, RateLimitKey};
 use crate::http::{Req, Resp, conn_info, local_reply};
 use crate::policy::jwt::{Jwt, unauthorized};
@@ -153,13 +153,12 @@ impl SandboxLayer {
             rate_limit,
             tracing: parts.tracing.as_ref().map(|t| t.threshold()),
         };
-        let (wat, _) = chain_wat(&blob.encode());
         let shared = Arc::new(HostShared {
             tracing: parts.tracing.clone(),
             bucket: parts.rate_limit.as_ref().and_then(|r| r.bucket()),
             cache: Default::default(),
         });
-        let sandbox = Sandbox::new(&wat, limits, shared)?;
+        let sandbox = Sandbox::chain(blob.encode(), limits, shared)?;
         let layer = SandboxLayer(Arc::new(Inner {
             sandbox,
             jwt: parts.jwt,
@@ -167,6 +166,7 @@ impl SandboxLayer {
             headers,
             stats,
         }));
+        layer.spawn_reaper();
         // Self-test: the chain must fit its limits with the config baked in.
         layer.0.sandbox.probe(
             |base| {
@@ -185,6 +185,39 @@ impl SandboxLayer {
             |mem, out| Ok(Decision::decode(mem, out)?),
         )?;
         Ok(layer)
+    }
+
+    /// With `Limits::idle_release` set and a tokio runtime running, a task that releases the
+    /// compiled module once the sandbox has been idle that long (checked four times per
+    /// period), and keeps `sandbox_releases` / `sandbox_recompiles` up to date. It ends with
+    /// the layer.
+    fn spawn_reaper(&self) {
+        let Some(idle) = self.0.sandbox.limits().idle_release else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.0);
+        let period = (idle / 4).max(std::time::Duration::from_millis(5));
+        rt.spawn(async move {
+            let mut seen = 1;
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let compiles = inner.sandbox.compiles();
+                inner
+                    .stats
+                    .sandbox_recompiles
+                    .add(compiles.saturating_sub(seen));
+                seen = compiles;
+                if inner.sandbox.release_if_idle() {
+                    inner.stats.sandbox_releases.inc();
+                }
+            }
+        });
     }
 
     /// Decide one request in a fresh instance (JWT verified natively first). Public for the

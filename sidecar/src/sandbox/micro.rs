@@ -45,7 +45,7 @@ pub struct Timing {
     pub p99_us: f64,
 }
 
-/// The three timings.
+/// The timings.
 #[derive(Debug, Clone, Serialize)]
 pub struct SandboxMicro {
     /// Iterations per timing (after as many warm-up iterations).
@@ -54,10 +54,89 @@ pub struct SandboxMicro {
     pub empty_guest: Timing,
     /// Fresh instance running the header-only chain, edits applied.
     pub per_request_chain: Timing,
+    /// The header-only chain on the first request after an idle release: the module, its
+    /// engine and pool compiled again, then the request decided.
+    pub after_release: Timing,
     /// Fresh instance running the header-only chain with `keep_resident_bytes = 131072`.
     pub per_request_chain_resident: Timing,
     /// The same chain as shared-mode checks.
     pub shared_chain: Timing,
+    /// Resident memory per function of idle chain sandboxes in one process.
+    pub idle: IdleMemory,
+}
+
+/// Anonymous resident memory (`RssAnon`) added per function by `functions` header-only chain
+/// sandboxes (distinct authz rules) held by one process with no request in flight, each
+/// having decided one request: while compiled, and after their idle release.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleMemory {
+    /// Sandboxes (functions) measured.
+    pub functions: usize,
+    /// KiB per function while each keeps its compiled module, engine and pool.
+    pub compiled_kib_per_function: f64,
+    /// KiB per function after the idle release (what an idle function keeps).
+    pub released_kib_per_function: f64,
+}
+
+/// `RssAnon` of this process, KiB (None where /proc does not have it).
+fn anon_kib() -> Option<i64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Measure [`IdleMemory`] with `functions` sandboxes (NaN where /proc has no `RssAnon`).
+pub fn idle_memory(functions: usize) -> Result<IdleMemory, SandboxError> {
+    let functions = functions.max(1);
+    let template = request();
+    let before = anon_kib();
+    let mut layers = Vec::with_capacity(functions);
+    for i in 0..functions {
+        let text = CONFIG.replace("/admin/*", &format!("/admin-{i}/*"));
+        let config =
+            Config::from_toml_str(&text).map_err(|e| SandboxError::Compile(e.to_string()))?;
+        let layer = chain_layer(&config, 0)?;
+        layer.decide(&template)?;
+        layers.push(layer);
+    }
+    let compiled = anon_kib();
+    for l in &layers {
+        l.sandbox().release();
+    }
+    let released = anon_kib();
+    let per = |after: Option<i64>| match (before, after) {
+        (Some(b), Some(a)) => (a - b) as f64 / functions as f64,
+        _ => f64::NAN,
+    };
+    Ok(IdleMemory {
+        functions,
+        compiled_kib_per_function: per(compiled),
+        released_kib_per_function: per(released),
+    })
+}
+
+/// The header-only chain of [`CONFIG`] as the micro benchmark runs it.
+fn chain_layer(config: &Config, keep_resident_bytes: usize) -> Result<SandboxLayer, SandboxError> {
+    SandboxLayer::new(
+        &config.policies,
+        ChainParts {
+            mtls: Some((MtlsMode::Permissive, OWN.to_owned())),
+            ports: Some((vec![8080], vec![Protocol::Http1, Protocol::Http2])),
+            jwt: None,
+            rate_limit: None,
+            tracing: Some(Arc::new(Tracing::new(0.01))),
+        },
+        Limits {
+            keep_resident_bytes,
+            ..Limits::from(&config.sandbox)
+        },
+        Arc::new(Stats::default()),
+    )
 }
 
 const EMPTY_GUEST: &str = r#"(module (memory (export "memory") 1)
@@ -143,7 +222,7 @@ fn time(
     })
 }
 
-/// Run the three timings, `iterations` each.
+/// Run the timings, `iterations` each (`iterations / 1000`, 5..=50, for the recompile).
 pub fn run(iterations: u64) -> Result<SandboxMicro, SandboxError> {
     let iterations = iterations.max(1);
     let empty = Sandbox::new(
@@ -158,34 +237,31 @@ pub fn run(iterations: u64) -> Result<SandboxMicro, SandboxError> {
     let config = Config::from_toml_str(CONFIG).map_err(|e| SandboxError::Compile(e.to_string()))?;
     let p = &config.policies;
     let template = request();
-    let chain = |name: &str, keep_resident_bytes: usize| -> Result<Timing, SandboxError> {
-        let layer = SandboxLayer::new(
-            p,
-            ChainParts {
-                mtls: Some((MtlsMode::Permissive, OWN.to_owned())),
-                ports: Some((vec![8080], vec![Protocol::Http1, Protocol::Http2])),
-                jwt: None,
-                rate_limit: None,
-                tracing: Some(Arc::new(Tracing::new(0.01))),
-            },
-            Limits {
-                keep_resident_bytes,
-                ..Limits::from(&config.sandbox)
-            },
-            Arc::new(Stats::default()),
-        )?;
-        time(name, iterations, || {
-            let mut req = crate::policy::clone_request(&template);
-            let d = layer.decide(&req)?;
-            if d.deny.is_some() {
-                return Err(SandboxError::Trap("the bench request was denied".into()));
-            }
-            SandboxLayer::apply(&d, &mut req);
-            Ok(())
-        })
+    let decide = |layer: &SandboxLayer| -> Result<(), SandboxError> {
+        let mut req = crate::policy::clone_request(&template);
+        let d = layer.decide(&req)?;
+        if d.deny.is_some() {
+            return Err(SandboxError::Trap("the bench request was denied".into()));
+        }
+        SandboxLayer::apply(&d, &mut req);
+        Ok(())
     };
-    let per_request_chain = chain("per-request chain", 0)?;
-    let per_request_chain_resident = chain("  same, keep 128 KiB/slot", 128 * 1024)?;
+    let layer = chain_layer(&config, 0)?;
+    let per_request_chain = time("per-request chain", iterations, || decide(&layer))?;
+    // The first request after an idle release compiles the module (engine, pool, code) again.
+    let after_release = time(
+        "  after idle release",
+        (iterations / 1000).clamp(5, 50),
+        || {
+            layer.sandbox().release();
+            decide(&layer)
+        },
+    )?;
+    drop(layer);
+    let resident = chain_layer(&config, 128 * 1024)?;
+    let per_request_chain_resident = time("  same, keep 128 KiB/slot", iterations, || {
+        decide(&resident)
+    })?;
 
     let checks: Vec<Box<dyn Check>> = vec![
         Box::new(Mtls::new(MtlsMode::Permissive, OWN.to_owned())),
@@ -211,8 +287,10 @@ pub fn run(iterations: u64) -> Result<SandboxMicro, SandboxError> {
         iterations,
         empty_guest,
         per_request_chain,
+        after_release,
         per_request_chain_resident,
         shared_chain,
+        idle: idle_memory(20)?,
     })
 }
 
@@ -227,6 +305,7 @@ impl SandboxMicro {
         for t in [
             &self.empty_guest,
             &self.per_request_chain,
+            &self.after_release,
             &self.per_request_chain_resident,
             &self.shared_chain,
         ] {
@@ -235,6 +314,12 @@ impl SandboxMicro {
                 t.name, t.mean_us, t.p50_us, t.p99_us
             );
         }
+        s += &format!(
+            "idle memory per function ({} chain sandboxes in one process, RssAnon): compiled {:.0} KiB, after idle release {:.1} KiB\n",
+            self.idle.functions,
+            self.idle.compiled_kib_per_function,
+            self.idle.released_kib_per_function
+        );
         s
     }
 }

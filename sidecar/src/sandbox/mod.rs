@@ -23,8 +23,9 @@ pub mod layer;
 pub mod micro;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use wasmtime::{
     Caller, Config as WasmConfig, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
@@ -45,7 +46,8 @@ pub const PAGE: u64 = 65_536;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SandboxError {
-    /// Compiling or linking a module failed (start-up only).
+    /// Compiling or linking a module failed (at start-up, or on the first request after an
+    /// idle release).
     #[error("compiling the policy module: {0}")]
     Compile(String),
     /// The guest trapped (unreachable, out-of-bounds access, stack overflow, ...).
@@ -140,6 +142,9 @@ pub struct Limits {
     pub instances: u32,
     /// Linear-memory bytes a used pool slot keeps resident (zeroed, not decommitted).
     pub keep_resident_bytes: usize,
+    /// With no request for this long, the compiled module, its engine and its instance pool
+    /// are dropped (the next request compiles them again); `None` keeps them for good.
+    pub idle_release: Option<Duration>,
 }
 
 impl From<&SandboxConfig> for Limits {
@@ -150,6 +155,7 @@ impl From<&SandboxConfig> for Limits {
             max_stack_bytes: c.max_stack_bytes as usize,
             instances: c.instances,
             keep_resident_bytes: c.keep_resident_bytes as usize,
+            idle_release: (c.idle_release_ms > 0).then(|| Duration::from_millis(c.idle_release_ms)),
         }
     }
 }
@@ -160,19 +166,56 @@ impl Default for Limits {
     }
 }
 
-/// A compiled policy module ready to be instantiated once per request.
-pub struct Sandbox {
+/// What a sandbox compiles from: WAT text as given, or the chain guest's config blob (the
+/// WAT text is made from the shared template when compiling, so an idle function keeps only
+/// its blob).
+enum Source {
+    Text(String),
+    Chain(Vec<u8>),
+}
+
+impl Source {
+    fn compile(&self, limits: &Limits) -> Result<Compiled, SandboxError> {
+        match self {
+            Source::Text(wat) => compile(wat, limits),
+            Source::Chain(blob) => compile(&chain_wat(blob).0, limits),
+        }
+    }
+}
+
+/// What compiling the guest produces: the engine (with its instance pool and the module's
+/// code) and the module linked against the host functions.
+struct Compiled {
     engine: Engine,
     pre: InstancePre<HostState>,
+}
+
+/// A policy module instantiated once per request.
+///
+/// The guest is compiled at construction (which checks it) and again on the first request
+/// after an idle release: with `Limits::idle_release` set, [`Sandbox::release_if_idle`] (called
+/// by the server's reaper) drops the engine, the module's code and the instance pool once no
+/// request has run for that long, so an idle function keeps only its WAT source and its
+/// shared host state. A request that is running keeps its own reference to the compiled
+/// module, so a release never pulls it from under an instance.
+pub struct Sandbox {
+    source: Source,
+    compiled: RwLock<Option<Arc<Compiled>>>,
     shared: Arc<HostShared>,
     limits: Limits,
     memory_cap: usize,
+    /// When the sandbox was made; `last_used_ms` counts from it.
+    epoch: Instant,
+    last_used_ms: AtomicU64,
+    compiles: AtomicU64,
+    releases: AtomicU64,
 }
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
             .field("limits", &self.limits)
+            .field("compiled", &self.is_compiled())
             .finish_non_exhaustive()
     }
 }
@@ -195,6 +238,7 @@ fn engine(limits: &Limits) -> Result<Engine, SandboxError> {
         .table_keep_resident(0);
     let mut cfg = WasmConfig::new();
     cfg.consume_fuel(true)
+        .cranelift_opt_level(wasmtime::OptLevel::None)
         .max_wasm_stack(limits.max_stack_bytes)
         // Small reservations: many sidecars (and tests) may share a process; accesses are
         // bounds-checked instead of relying on a 4 GiB guard region.
@@ -204,6 +248,50 @@ fn engine(limits: &Limits) -> Result<Engine, SandboxError> {
         .memory_init_cow(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&cfg).map_err(|e| SandboxError::Compile(format!("{e:#}")))
+}
+
+/// Compile on a thread of its own. glibc gives that thread its own malloc arena, so the
+/// engine's, the module's and Cranelift's allocations do not interleave with the proxy's in
+/// the main heap: once the compiled module is released they are all freed and the arena
+/// shrinks (in the main heap, a long-lived allocation made after them would pin the freed
+/// space). Cranelift's deep stack stays on that thread's stack, unmapped when it ends.
+fn compile(wat: &str, limits: &Limits) -> Result<Compiled, SandboxError> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("sandbox-compile".into())
+            .spawn_scoped(s, || compile_here(wat, limits))
+            .map_err(|e| SandboxError::Compile(format!("spawning the compile thread: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err(SandboxError::Compile("the compile thread panicked".into())))
+    })
+}
+
+/// Give the allocator's free pages back to the kernel: glibc keeps freed memory in its arenas
+/// and returns only the free top of each, so the engine's and module's freed allocations,
+/// interleaved with a few that outlive them, would stay resident. `malloc_trim(0)` also
+/// releases free pages in the middle of an arena (madvise). Returns whether anything was
+/// released. Off glibc it does nothing (other allocators purge on their own).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[expect(unsafe_code, reason = "FFI call to glibc's malloc_trim")]
+pub fn trim_allocator() -> bool {
+    // SAFETY: malloc_trim takes a byte count, touches only glibc's own arenas (locking each
+    // in turn, so it is thread-safe) and has no caller-side preconditions.
+    unsafe { libc::malloc_trim(0) != 0 }
+}
+
+/// Give the allocator's free pages back to the kernel (nothing to do off glibc).
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn trim_allocator() -> bool {
+    false
+}
+
+fn compile_here(wat: &str, limits: &Limits) -> Result<Compiled, SandboxError> {
+    let engine = engine(limits)?;
+    let module = Module::new(&engine, wat).map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+    let pre = linker(&engine)?
+        .instantiate_pre(&module)
+        .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+    Ok(Compiled { engine, pre })
 }
 
 fn linker(engine: &Engine) -> Result<Linker<HostState>, SandboxError> {
@@ -257,19 +345,35 @@ impl Sandbox {
         limits: Limits,
         shared: Arc<HostShared>,
     ) -> Result<Sandbox, SandboxError> {
-        let engine = engine(&limits)?;
-        let module =
-            Module::new(&engine, wat).map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
-        let pre = linker(&engine)?
-            .instantiate_pre(&module)
-            .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+        Sandbox::from_source(Source::Text(wat.to_owned()), limits, shared)
+    }
+
+    /// Compile the chain guest ([`CHAIN_WAT`]) with this config blob ([`abi::ConfigBlob`]).
+    pub fn chain(
+        config_blob: Vec<u8>,
+        limits: Limits,
+        shared: Arc<HostShared>,
+    ) -> Result<Sandbox, SandboxError> {
+        Sandbox::from_source(Source::Chain(config_blob), limits, shared)
+    }
+
+    fn from_source(
+        source: Source,
+        limits: Limits,
+        shared: Arc<HostShared>,
+    ) -> Result<Sandbox, SandboxError> {
+        let compiled = source.compile(&limits)?;
         let memory_cap = (limits.max_memory_bytes.div_ceil(PAGE).max(1) * PAGE) as usize;
         Ok(Sandbox {
-            engine,
-            pre,
+            source,
+            compiled: RwLock::new(Some(Arc::new(compiled))),
             shared,
             limits,
             memory_cap,
+            epoch: Instant::now(),
+            last_used_ms: AtomicU64::new(0),
+            compiles: AtomicU64::new(1),
+            releases: AtomicU64::new(0),
         })
     }
 
@@ -283,9 +387,73 @@ impl Sandbox {
         &self.shared
     }
 
-    /// The engine (for tests that compare modules).
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// Whether the module is compiled now (false after an idle release, until a request).
+    pub fn is_compiled(&self) -> bool {
+        self.compiled.read().map(|c| c.is_some()).unwrap_or(false)
+    }
+
+    /// Compilations so far (1 at start-up, plus one per request that followed a release).
+    pub fn compiles(&self) -> u64 {
+        self.compiles.load(Ordering::Relaxed)
+    }
+
+    /// Idle releases so far.
+    pub fn releases(&self) -> u64 {
+        self.releases.load(Ordering::Relaxed)
+    }
+
+    /// Drop the compiled module, its engine and pool now (the next request compiles them
+    /// again). Returns whether there was anything to drop.
+    pub fn release(&self) -> bool {
+        let Ok(mut slot) = self.compiled.write() else {
+            return false;
+        };
+        let Some(compiled) = slot.take() else {
+            return false;
+        };
+        drop(slot);
+        self.releases.fetch_add(1, Ordering::Relaxed);
+        // A request still running keeps its own reference: the module is freed when it ends,
+        // and its pages go back at the next release (or stay in the allocator for reuse).
+        drop(compiled);
+        trim_allocator();
+        true
+    }
+
+    /// [`Sandbox::release`] if `Limits::idle_release` is set and no request has started for
+    /// that long. Returns whether it released.
+    pub fn release_if_idle(&self) -> bool {
+        let Some(idle) = self.limits.idle_release else {
+            return false;
+        };
+        let since = self.epoch.elapsed().as_millis() as u64;
+        if since.saturating_sub(self.last_used_ms.load(Ordering::Relaxed)) < idle.as_millis() as u64
+        {
+            return false;
+        }
+        self.release()
+    }
+
+    /// The compiled module, compiling it again after a release.
+    fn compiled(&self) -> Result<Arc<Compiled>, SandboxError> {
+        self.last_used_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if let Ok(slot) = self.compiled.read()
+            && let Some(c) = slot.as_ref()
+        {
+            return Ok(c.clone());
+        }
+        let mut slot = self
+            .compiled
+            .write()
+            .map_err(|_| SandboxError::Compile("sandbox lock poisoned".into()))?;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(self.source.compile(&self.limits)?);
+        self.compiles.fetch_add(1, Ordering::Relaxed);
+        *slot = Some(c.clone());
+        Ok(c)
     }
 
     /// Run one request in a fresh instance: `encode(input_base)` produces the input bytes,
@@ -314,8 +482,9 @@ impl Sandbox {
         encode: impl FnOnce(u32) -> Vec<u8>,
         decode: impl FnOnce(&[u8], u32) -> Result<T, SandboxError>,
     ) -> Result<T, SandboxError> {
+        let compiled = self.compiled()?;
         let mut store = Store::new(
-            &self.engine,
+            &compiled.engine,
             HostState {
                 shared: self.shared.clone(),
                 limits: StoreLimitsBuilder::new()
@@ -332,7 +501,7 @@ impl Sandbox {
         store
             .set_fuel(self.limits.fuel)
             .map_err(|e| SandboxError::Instantiate(format!("{e:#}")))?;
-        let instance = self.pre.instantiate(&mut store).map_err(classify)?;
+        let instance = compiled.pre.instantiate(&mut store).map_err(classify)?;
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| SandboxError::Instantiate("no memory export".into()))?;
