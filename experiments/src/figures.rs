@@ -44,6 +44,17 @@ pub enum Mark {
     Line,
     LinePoints,
     Points,
+    /// Vertical bars (confidence intervals): the points taken in pairs, each pair one segment
+    /// (`(x, low)`, `(x, high)`). Drawn in the colour of the series before it, without a
+    /// legend entry of its own.
+    ErrorBars,
+}
+
+/// Where a chart's legend goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Legend {
+    LowerRight,
+    UpperRight,
 }
 
 /// One named series of (x, y) points.
@@ -67,6 +78,8 @@ pub struct Chart {
     pub y_range: Option<(f64, f64)>,
     /// Categorical x axis: point x = i is labelled `x_categories[i]`.
     pub x_categories: Option<Vec<String>>,
+    /// Legend position (lower right unless set).
+    pub legend: Legend,
     pub series: Vec<Series>,
 }
 
@@ -81,6 +94,7 @@ impl Chart {
             x_range: None,
             y_range: None,
             x_categories: None,
+            legend: Legend::LowerRight,
             series: Vec::new(),
         }
     }
@@ -209,6 +223,11 @@ fn tick(v: f64, log: bool, span: f64) -> String {
     }
 }
 
+/// Whether a point can be drawn: finite, and positive on a log axis.
+fn drawable(p: &(f64, f64), x_log: bool, y_log: bool) -> bool {
+    p.0.is_finite() && p.1.is_finite() && (!x_log || p.0 > 0.0) && (!y_log || p.1 > 0.0)
+}
+
 fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> Result<()> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing '{}': {e}", c.title);
     let xs = c.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
@@ -263,14 +282,17 @@ fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> R
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
-    for (k, s) in c.series.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
+    // Error bars share the colour of the series they belong to (the one before them).
+    let mut k = 0usize;
+    for s in &c.series {
+        if s.mark != Mark::ErrorBars {
+            k += 1;
+        }
+        let color = COLORS[k.saturating_sub(1) % COLORS.len()];
         let pts: Vec<(f64, f64)> = s
             .points
             .iter()
-            .filter(|p| {
-                p.0.is_finite() && p.1.is_finite() && (!xl || p.0 > 0.0) && (!yl || p.1 > 0.0)
-            })
+            .filter(|p| drawable(p, xl, yl))
             .map(|&(x, y)| (axis(x, xl), axis(y, yl)))
             .collect();
         // Thick polylines draw miter spikes at sharp corners: dense series get a 1 px line.
@@ -302,6 +324,23 @@ fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> R
                     EmptyElement::at(c) + Circle::new((0, 0), s, st)
                 }))
                 .map_err(err)?,
+            Mark::ErrorBars => {
+                // Pairs from the unfiltered points, so a dropped point cannot shift the pairing.
+                let segments: Vec<Vec<(f64, f64)>> = s
+                    .points
+                    .chunks_exact(2)
+                    .filter(|pair| pair.iter().all(|p| drawable(p, xl, yl)))
+                    .map(|pair| {
+                        pair.iter()
+                            .map(|&(x, y)| (axis(x, xl), axis(y, yl)))
+                            .collect()
+                    })
+                    .collect();
+                chart
+                    .draw_series(segments.into_iter().map(|seg| PathElement::new(seg, style)))
+                    .map_err(err)?;
+                continue;
+            }
         };
         anno.label(s.name.clone()).legend(move |(x, y)| {
             PathElement::new(
@@ -317,7 +356,10 @@ fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> R
     if c.series.iter().any(|s| !s.name.is_empty()) {
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(match c.legend {
+                Legend::LowerRight => SeriesLabelPosition::LowerRight,
+                Legend::UpperRight => SeriesLabelPosition::UpperRight,
+            })
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 15))
