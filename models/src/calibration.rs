@@ -184,6 +184,11 @@ impl CalibrationFile {
             .as_ref()
             .map(|p| p.sandbox_create_us)
     }
+
+    /// `[isolation.per_request].recompile_us`, when measured.
+    pub fn recompile_us(&self) -> Option<f64> {
+        self.isolation.as_ref()?.per_request.as_ref()?.recompile_us
+    }
 }
 
 /// Measured cost of a full mTLS handshake (TLS 1.3, ECDHE P-256, ECDSA P-256 certificates on

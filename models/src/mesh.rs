@@ -140,6 +140,14 @@ pub struct DataPlane {
     /// `--isolation per-request`), instead of the technology's constant.
     #[serde(default)]
     pub sandbox_boot_from_calibration: bool,
+    /// With the `wasm` technology and `sandbox_boot_from_calibration`: a node keeps a
+    /// function's compiled policy module for this long after its last request (the reference
+    /// sidecar's `sandbox.idle_release_ms`); the first request after a longer gap (and a
+    /// function's first request on a node) pays the module's compilation, the calibration
+    /// file's `[isolation.per_request].recompile_us`, as CPU on the request's path. Absent:
+    /// modules stay compiled, nothing is charged.
+    #[serde(default)]
+    pub module_idle_release_ms: Option<u64>,
     /// Per-node L4 proxy CPU per request ([`DataPlaneKind::Ambient`]), µs.
     #[serde(default)]
     pub l4_cpu_us: f64,
@@ -191,6 +199,22 @@ impl DataPlane {
             return us;
         }
         self.boot_us()
+    }
+
+    /// Compilation of the policy module on a function's first request after an idle release,
+    /// µs, when [`DataPlane::module_idle_release_ms`] applies and the calibration measured it.
+    pub fn recompile_us_calibrated(
+        &self,
+        calibration: &crate::calibration::CalibrationFile,
+    ) -> Option<f64> {
+        if self.kind != DataPlaneKind::Sandbox
+            || self.module_idle_release_ms.is_none()
+            || !self.sandbox_boot_from_calibration
+            || self.sandbox_technology != Some(SandboxTech::Wasm)
+        {
+            return None;
+        }
+        calibration.recompile_us()
     }
 
     /// `(cpu_scale, latency_scale)` against a calibration's costs: the anchors over the
@@ -508,6 +532,9 @@ impl MeshProfile {
         )?;
         if let Some(v) = d.sandbox_boot_us {
             c.finite("data_plane.sandbox_boot_us", v, 0.0, 1e7)?;
+        }
+        if let Some(v) = d.module_idle_release_ms {
+            c.range("data_plane.module_idle_release_ms", v, 1, 86_400_000)?;
         }
         c.finite("data_plane.l4_cpu_us", d.l4_cpu_us, 0.0, 1e6)?;
         c.finite("data_plane.l4_rss_mib", d.l4_rss_mib, 0.0, 65_536.0)?;

@@ -178,6 +178,12 @@ pub struct MeshModel {
     cb: bool,
     retry_attempts: u32,
     rl_window: Vec<(u64, u64)>,
+    /// Per-request sandboxes: the policy module's compilation after an idle release, ns.
+    recompile_ns: u64,
+    /// How long a node keeps a function's compiled module after its last request, ns.
+    module_release_ns: u64,
+    /// Last request of each (node, function) whose module a node compiled.
+    module_used: std::collections::BTreeMap<(u16, u32), u64>,
     rl_busy_until: Vec<u64>,
     rl_service_ns: u64,
     waypoint_cpu_ns: u64,
@@ -242,6 +248,7 @@ impl MeshModel {
         let mtls_bit = policy_index("mtls").map_or(0, |i| 1u16 << i);
         let mtls = active && has("mtls");
         let (mut handshake_ns, mut handshake_latency_ns) = (0, 0);
+        let (mut recompile_ns, mut module_release_ns) = (0, 0);
         if let Some(c) = &costs {
             let (cpu_scale, lat_scale) = dp.scales(c);
             let cpu_us = |m: u16| {
@@ -279,6 +286,13 @@ impl MeshModel {
                 });
             }
             let boot = ns(dp.boot_us_calibrated(inputs.calibration));
+            if let (Some(us), Some(ms)) = (
+                dp.recompile_us_calibrated(inputs.calibration),
+                dp.module_idle_release_ms,
+            ) {
+                recompile_ns = ns(us);
+                module_release_ns = ms * MS;
+            }
             // The pass-through CPU beyond what fits in the published on-path latency runs off
             // the request's critical path (`DataPlane::on_path_latency_us`).
             let off = dp.on_path_latency_us.map_or(0.0, |anchor| {
@@ -377,6 +391,9 @@ impl MeshModel {
                 0
             },
             rl_window: vec![(0, 0); functions],
+            recompile_ns,
+            module_release_ns,
+            module_used: std::collections::BTreeMap::new(),
             rl_busy_until: vec![0; usize::from(cfg.cluster.workers) + 1],
             rl_service_ns: (q.rate_limit_service_cpu_us * 1e3).round() as u64,
             waypoint_cpu_ns,
@@ -457,6 +474,14 @@ impl MeshModel {
         let now = ctx.now.0;
         let q = self.profile.policy.clone();
         let mut hop = self.pod_hop;
+        if self.recompile_ns > 0 {
+            // The node compiles the function's policy module on its first request there and
+            // again after an idle release: CPU on the request's path.
+            let last = self.module_used.insert((ctx.node, ctx.function), now);
+            if last.is_none_or(|t| now.saturating_sub(t) > self.module_release_ns) {
+                hop.cpu_ns += self.recompile_ns;
+            }
+        }
         if self.waypoint_cpu_ns > 0 {
             let wp_node = self.waypoint_node(self.pods.get(pod as usize).map_or(0, |p| p.rev));
             self.pending.push(MeshAction::Cpu {

@@ -567,6 +567,41 @@ fn the_lightweight_profile_reads_the_measured_sandbox_creation() {
 }
 
 #[test]
+fn the_lightweight_profile_charges_the_recompile_after_an_idle_gap() {
+    use meshsim_models::calibration::{IsolationCosts, PerRequestCosts};
+    let with_recompile = |us: Option<f64>| {
+        let mut c = calibration().clone();
+        c.isolation = Some(IsolationCosts {
+            per_request: Some(PerRequestCosts {
+                sandbox_create_us: 5.0,
+                chain_us: 8.0,
+                shared_chain_us: 1.5,
+                recompile_us: us,
+                compiled_kib_per_function: None,
+                idle_kib_per_function: None,
+                entries: Vec::new(),
+            }),
+        });
+        c
+    };
+    let lw = MeshProfile::builtin("lightweight").unwrap();
+    assert_eq!(lw.data_plane.module_idle_release_ms, Some(1000));
+    let mut kept = lw.clone();
+    kept.data_plane.module_idle_release_ms = Some(86_400_000);
+    let (unmeasured, released, compiled_once) = (
+        short_run(&lw, &with_recompile(None)).0,
+        short_run(&lw, &with_recompile(Some(5000.0))).0,
+        short_run(&kept, &with_recompile(Some(5000.0))).0,
+    );
+    // No measurement: nothing charged. A day-long release compiles once per (node,
+    // function); a 1 s release compiles again after every gap of more than a second.
+    assert!(
+        unmeasured < compiled_once && compiled_once < released,
+        "{unmeasured} {compiled_once} {released}"
+    );
+}
+
+#[test]
 fn handshake_needs_a_measurement_or_an_override() {
     let p = profile("istio", &["mtls"]);
     let mut old = calibration().clone();
