@@ -393,6 +393,7 @@ fn measure_isolation(
             chain_us: micro.per_request_chain.mean_us,
             shared_chain_us: micro.shared_chain.mean_us,
             recompile_us: Some(micro.after_release.mean_us),
+            module_kib: Some(micro.idle.module_kib).filter(|v| v.is_finite()),
             compiled_kib_per_function: Some(micro.idle.compiled_kib_per_function)
                 .filter(|v| v.is_finite()),
             idle_kib_per_function: Some(micro.idle.released_kib_per_function)

@@ -100,8 +100,12 @@ pub struct PerRequestCosts {
     /// engine and pool compiled again), µs (mean).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recompile_us: Option<f64>,
-    /// Anonymous resident memory per function of chain sandboxes in one process while
-    /// compiled, KiB.
+    /// Anonymous resident memory of the compiled chain module (engine, pool, code) that the
+    /// chain sandboxes of a process share, KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_kib: Option<f64>,
+    /// Anonymous resident memory each further function adds while the module is held (its
+    /// config and layer), KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compiled_kib_per_function: Option<f64>,
     /// The same after the idle release (what an idle function keeps), KiB.
@@ -145,6 +149,7 @@ impl PerRequestCosts {
             return Err(("recompile_us".to_owned(), v.to_string()));
         }
         for (name, v) in [
+            ("module_kib", self.module_kib),
             ("compiled_kib_per_function", self.compiled_kib_per_function),
             ("idle_kib_per_function", self.idle_kib_per_function),
         ] {

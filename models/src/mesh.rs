@@ -140,13 +140,13 @@ pub struct DataPlane {
     /// `--isolation per-request`), instead of the technology's constant.
     #[serde(default)]
     pub sandbox_boot_from_calibration: bool,
-    /// With the `wasm` technology and `sandbox_boot_from_calibration`: a node keeps a
-    /// function's compiled policy module for this long after its last request (the reference
-    /// sidecar's `sandbox.idle_release_ms`); the first request after a longer gap (and a
-    /// function's first request on a node) pays the module's compilation, the calibration
-    /// file's `[isolation.per_request].recompile_us`, as CPU on the request's path. Absent:
-    /// modules stay compiled, nothing is charged.
-    #[serde(default)]
+    /// With the `wasm` technology and `sandbox_boot_from_calibration`: a node keeps its
+    /// compiled policy-chain module (one for all its functions: a function's config is data
+    /// written into each instance) for this long after the last sandboxed request there (the
+    /// reference sidecar's `sandbox.idle_release_ms`); the first request after a longer gap
+    /// (and a node's first) pays the compilation, the calibration file's
+    /// `[isolation.per_request].recompile_us`, as CPU on the request's path. Absent: the
+    /// module stays compiled, nothing is charged.
     pub module_idle_release_ms: Option<u64>,
     /// Per-node L4 proxy CPU per request ([`DataPlaneKind::Ambient`]), µs.
     #[serde(default)]
@@ -201,7 +201,7 @@ impl DataPlane {
         self.boot_us()
     }
 
-    /// Compilation of the policy module on a function's first request after an idle release,
+    /// Compilation of the policy module on a node's first request after an idle release,
     /// µs, when [`DataPlane::module_idle_release_ms`] applies and the calibration measured it.
     pub fn recompile_us_calibrated(
         &self,
@@ -740,6 +740,7 @@ mod tests {
                 chain_us: 7.0,
                 shared_chain_us: 1.5,
                 recompile_us: None,
+                module_kib: None,
                 compiled_kib_per_function: None,
                 idle_kib_per_function: None,
                 entries: Vec::new(),

@@ -182,8 +182,8 @@ pub struct MeshModel {
     recompile_ns: u64,
     /// How long a node keeps a function's compiled module after its last request, ns.
     module_release_ns: u64,
-    /// Last request of each (node, function) whose module a node compiled.
-    module_used: std::collections::BTreeMap<(u16, u32), u64>,
+    /// Last sandboxed request on each node (the node's shared chain module).
+    module_used: std::collections::BTreeMap<u16, u64>,
     rl_busy_until: Vec<u64>,
     rl_service_ns: u64,
     waypoint_cpu_ns: u64,
@@ -475,9 +475,10 @@ impl MeshModel {
         let q = self.profile.policy.clone();
         let mut hop = self.pod_hop;
         if self.recompile_ns > 0 {
-            // The node compiles the function's policy module on its first request there and
-            // again after an idle release: CPU on the request's path.
-            let last = self.module_used.insert((ctx.node, ctx.function), now);
+            // The node compiles the policy-chain module (shared by its functions: a function's
+            // config is data) on its first sandboxed request and again after an idle release:
+            // CPU on the request's path.
+            let last = self.module_used.insert(ctx.node, now);
             if last.is_none_or(|t| now.saturating_sub(t) > self.module_release_ns) {
                 hop.cpu_ns += self.recompile_ns;
             }

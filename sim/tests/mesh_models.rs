@@ -547,6 +547,7 @@ fn the_lightweight_profile_reads_the_measured_sandbox_creation() {
                 chain_us: us + 3.0,
                 shared_chain_us: 1.5,
                 recompile_us: None,
+                module_kib: None,
                 compiled_kib_per_function: None,
                 idle_kib_per_function: None,
                 entries: Vec::new(),
@@ -577,6 +578,7 @@ fn the_lightweight_profile_charges_the_recompile_after_an_idle_gap() {
                 chain_us: 8.0,
                 shared_chain_us: 1.5,
                 recompile_us: us,
+                module_kib: None,
                 compiled_kib_per_function: None,
                 idle_kib_per_function: None,
                 entries: Vec::new(),
@@ -593,8 +595,8 @@ fn the_lightweight_profile_charges_the_recompile_after_an_idle_gap() {
         short_run(&lw, &with_recompile(Some(5000.0))).0,
         short_run(&kept, &with_recompile(Some(5000.0))).0,
     );
-    // No measurement: nothing charged. A day-long release compiles once per (node,
-    // function); a 1 s release compiles again after every gap of more than a second.
+    // No measurement: nothing charged. A day-long release compiles once per node; a 1 s
+    // release compiles again after every gap of more than a second on a node.
     assert!(
         unmeasured < compiled_once && compiled_once < released,
         "{unmeasured} {compiled_once} {released}"

@@ -25,7 +25,8 @@
 //! | 56, 60 | claim header count, array of `(name, value)` (16 bytes each) |
 //! | 64, 68 | header count, array of `(name, value, is_text)` (20 bytes each): only the headers the configured policies read, every value in arrival order, lower-case names |
 //!
-//! **Config** (the rule table, a data segment at [`CONFIG_BASE`], built by [`ConfigBlob`]):
+//! **Config** (the rule table, built by [`ConfigBlob`], written by the host at [`CONFIG_BASE`]
+//! of every chain instance before the call; the input follows it, 8-aligned):
 //!
 //! | offset | field |
 //! |---|---|

@@ -6,12 +6,13 @@
 ;; (5) the local token bucket (host cache) and the global rate-limit key, (6) tracing context.
 ;;
 ;; The rule table is not code: `sandbox::abi::ConfigBlob` serialises the sidecar config into a
-;; data segment appended to this text at start-up (the CONFIG placeholder below), so the same config
-;; drives both isolation modes. Layout of everything (input, config, output) is documented in
+;; blob the host writes at address 1024 of every instance before calling `run`, so the same
+;; config drives both isolation modes and this module's code is the same for every function
+;; (one compiled module per process; the CONFIG placeholder below stays empty). Layout of everything (input, config, output) is documented in
 ;; `src/sandbox/abi.rs`; all pointers are absolute guest addresses, all integers little-endian.
 ;;
 ;; Addresses: 0..80 output record, 256..1024 constant strings, 1024.. config, then the input
-;; (exported `input_base`), then a bump heap (`$heap`) for edits and built strings.
+;; (the `run` argument: the host puts it after the config), then a bump heap (`$heap`) for edits and built strings.
 (module
   (import "host" "rand" (func $rand (result i64)))
   (import "host" "rl_local_take" (func $rl_local_take (result i32)))

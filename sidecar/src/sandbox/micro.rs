@@ -65,16 +65,19 @@ pub struct SandboxMicro {
     pub idle: IdleMemory,
 }
 
-/// Anonymous resident memory (`RssAnon`) added per function by `functions` header-only chain
-/// sandboxes (distinct authz rules) held by one process with no request in flight, each
-/// having decided one request: while compiled, and after their idle release.
+/// Anonymous resident memory (`RssAnon`) of `functions` header-only chain sandboxes
+/// (functions with distinct authz rules) held by one process with no request in flight, each
+/// having decided one request: the chain module they share, what each further function adds
+/// while they hold it, and what each keeps after the idle release.
 #[derive(Debug, Clone, Serialize)]
 pub struct IdleMemory {
     /// Sandboxes (functions) measured.
     pub functions: usize,
-    /// KiB per function while each keeps its compiled module, engine and pool.
+    /// KiB of the first function: the shared chain module (engine, pool, code) and its state.
+    pub module_kib: f64,
+    /// KiB per further function while the module is held (its config blob and layer).
     pub compiled_kib_per_function: f64,
-    /// KiB per function after the idle release (what an idle function keeps).
+    /// KiB per function after every one was released (what an idle function keeps).
     pub released_kib_per_function: f64,
 }
 
@@ -98,6 +101,7 @@ pub fn idle_memory(functions: usize) -> Result<IdleMemory, SandboxError> {
     super::trim_allocator();
     let before = anon_kib();
     let mut layers = Vec::with_capacity(functions);
+    let mut first = None;
     for i in 0..functions {
         let text = CONFIG.replace("/admin/*", &format!("/admin-{i}/*"));
         let config =
@@ -105,20 +109,24 @@ pub fn idle_memory(functions: usize) -> Result<IdleMemory, SandboxError> {
         let layer = chain_layer(&config, 0)?;
         layer.decide(&template)?;
         layers.push(layer);
+        if i == 0 {
+            first = anon_kib();
+        }
     }
-    let compiled = anon_kib();
+    let all = anon_kib();
     for l in &layers {
         l.sandbox().release();
     }
     let released = anon_kib();
-    let per = |after: Option<i64>| match (before, after) {
-        (Some(b), Some(a)) => (a - b) as f64 / functions as f64,
+    let diff = |a: Option<i64>, b: Option<i64>, n: usize| match (a, b) {
+        (Some(a), Some(b)) => (b - a) as f64 / n.max(1) as f64,
         _ => f64::NAN,
     };
     Ok(IdleMemory {
         functions,
-        compiled_kib_per_function: per(compiled),
-        released_kib_per_function: per(released),
+        module_kib: diff(before, first, 1),
+        compiled_kib_per_function: diff(first, all, functions - 1),
+        released_kib_per_function: diff(before, released, functions),
     })
 }
 
@@ -317,8 +325,9 @@ impl SandboxMicro {
             );
         }
         s += &format!(
-            "idle memory per function ({} chain sandboxes in one process, RssAnon): compiled {:.0} KiB, after idle release {:.1} KiB\n",
+            "memory ({} chain sandboxes in one process, RssAnon): shared chain module {:.0} KiB; per function while held {:.1} KiB, after idle release {:.1} KiB\n",
             self.idle.functions,
+            self.idle.module_kib,
             self.idle.compiled_kib_per_function,
             self.idle.released_kib_per_function
         );

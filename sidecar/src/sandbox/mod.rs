@@ -14,7 +14,8 @@
 //!
 //! * [`abi`]: the input / config / output layouts.
 //! * `chain.wat`: the policy chain guest, built from WAT text in this repository at start-up
-//!   (no wasm32 target needed), parametrised by a config data segment.
+//!   (no wasm32 target needed), parametrised by a config blob the host writes into each instance (so every function shares
+//!   one compiled module).
 //! * [`layer`]: the tower layer that puts the sandbox in the request path.
 //! * [`micro`]: the in-process micro benchmark (`meshsim-sidecar sandbox-bench`).
 
@@ -166,21 +167,61 @@ impl Default for Limits {
     }
 }
 
-/// What a sandbox compiles from: WAT text as given, or the chain guest's config blob (the
-/// WAT text is made from the shared template when compiling, so an idle function keeps only
-/// its blob).
+/// What a sandbox runs: a module compiled from WAT text of its own, or the policy-chain guest
+/// ([`CHAIN_WAT`]), whose code is the same for every function: its config blob is not part of
+/// the module but written into each instance's memory at [`abi::CONFIG_BASE`] before the
+/// call, so every chain sandbox of the process with the same engine limits shares one
+/// compiled module ([`shared_chain_module`]) and an idle function keeps only its blob.
 enum Source {
     Text(String),
     Chain(Vec<u8>),
 }
 
 impl Source {
-    fn compile(&self, limits: &Limits) -> Result<Compiled, SandboxError> {
+    /// The compiled module, and whether it had to be compiled (not taken from the cache).
+    fn acquire(&self, limits: &Limits) -> Result<(Arc<Compiled>, bool), SandboxError> {
         match self {
-            Source::Text(wat) => compile(wat, limits),
-            Source::Chain(blob) => compile(&chain_wat(blob).0, limits),
+            Source::Text(wat) => Ok((Arc::new(compile(wat, limits)?), true)),
+            Source::Chain(_) => shared_chain_module(limits),
         }
     }
+}
+
+/// The engine settings a compiled module depends on (fuel and the idle release do not).
+type EngineKey = (u64, usize, u32, usize);
+
+fn engine_key(l: &Limits) -> EngineKey {
+    (
+        l.max_memory_bytes,
+        l.max_stack_bytes,
+        l.instances,
+        l.keep_resident_bytes,
+    )
+}
+
+/// The chain modules in use in this process, one per engine key. Weak: the module (engine,
+/// pool, code) is freed when the last sandbox using it releases it.
+static CHAIN_MODULES: Mutex<Vec<(EngineKey, std::sync::Weak<Compiled>)>> = Mutex::new(Vec::new());
+
+/// The process's compiled chain module for these limits: the one another sandbox holds, or
+/// a new compilation (`true`). The lock is held while compiling, so two functions never
+/// compile it twice.
+fn shared_chain_module(limits: &Limits) -> Result<(Arc<Compiled>, bool), SandboxError> {
+    let key = engine_key(limits);
+    let mut cache = CHAIN_MODULES
+        .lock()
+        .map_err(|_| SandboxError::Compile("chain module cache poisoned".into()))?;
+    cache.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(c) = cache
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok((c, false));
+    }
+    let c = Arc::new(compile(&chain_wat(), limits)?);
+    cache.push((key, Arc::downgrade(&c)));
+    Ok((c, true))
 }
 
 /// What compiling the guest produces: the engine (with its instance pool and the module's
@@ -200,6 +241,8 @@ struct Compiled {
 /// module, so a release never pulls it from under an instance.
 pub struct Sandbox {
     source: Source,
+    /// Where the chain's config blob ends in guest memory, 8-aligned: the input's address.
+    chain_input_base: Option<u32>,
     compiled: RwLock<Option<Arc<Compiled>>>,
     shared: Arc<HostShared>,
     limits: Limits,
@@ -208,6 +251,7 @@ pub struct Sandbox {
     epoch: Instant,
     last_used_ms: AtomicU64,
     compiles: AtomicU64,
+    acquires: AtomicU64,
     releases: AtomicU64,
 }
 
@@ -362,17 +406,26 @@ impl Sandbox {
         limits: Limits,
         shared: Arc<HostShared>,
     ) -> Result<Sandbox, SandboxError> {
-        let compiled = source.compile(&limits)?;
+        let (compiled, _) = source.acquire(&limits)?;
+        let chain_input_base = match &source {
+            Source::Chain(blob) => Some(
+                u32::try_from((u64::from(abi::CONFIG_BASE) + blob.len() as u64).div_ceil(8) * 8)
+                    .map_err(|_| SandboxError::Compile("config blob too large".into()))?,
+            ),
+            Source::Text(_) => None,
+        };
         let memory_cap = (limits.max_memory_bytes.div_ceil(PAGE).max(1) * PAGE) as usize;
         Ok(Sandbox {
             source,
-            compiled: RwLock::new(Some(Arc::new(compiled))),
+            chain_input_base,
+            compiled: RwLock::new(Some(compiled)),
             shared,
             limits,
             memory_cap,
             epoch: Instant::now(),
             last_used_ms: AtomicU64::new(0),
             compiles: AtomicU64::new(1),
+            acquires: AtomicU64::new(1),
             releases: AtomicU64::new(0),
         })
     }
@@ -392,7 +445,14 @@ impl Sandbox {
         self.compiled.read().map(|c| c.is_some()).unwrap_or(false)
     }
 
-    /// Compilations so far (1 at start-up, plus one per request that followed a release).
+    /// Times this sandbox got its module: 1 at start-up, plus one per request that followed
+    /// a release.
+    pub fn acquires(&self) -> u64 {
+        self.acquires.load(Ordering::Relaxed)
+    }
+
+    /// Of [`Sandbox::acquires`], those that compiled the module (the others found the chain
+    /// module held by another sandbox of the process; the start-up counts as one either way).
     pub fn compiles(&self) -> u64 {
         self.compiles.load(Ordering::Relaxed)
     }
@@ -450,8 +510,11 @@ impl Sandbox {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = Arc::new(self.source.compile(&self.limits)?);
-        self.compiles.fetch_add(1, Ordering::Relaxed);
+        let (c, compiled) = self.source.acquire(&self.limits)?;
+        if compiled {
+            self.compiles.fetch_add(1, Ordering::Relaxed);
+        }
+        self.acquires.fetch_add(1, Ordering::Relaxed);
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -505,9 +568,23 @@ impl Sandbox {
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| SandboxError::Instantiate("no memory export".into()))?;
-        let base = match instance.get_global(&mut store, "input_base") {
-            Some(g) => g.get(&mut store).i32().unwrap_or(0) as u32,
-            None => 0,
+        let base = match (&self.source, self.chain_input_base) {
+            (Source::Chain(blob), Some(base)) => {
+                if u64::from(base) > memory.data_size(&store) as u64 {
+                    let pages = (u64::from(base) - memory.data_size(&store) as u64).div_ceil(PAGE);
+                    memory
+                        .grow(&mut store, pages)
+                        .map_err(|_| SandboxError::Memory)?;
+                }
+                memory
+                    .write(&mut store, abi::CONFIG_BASE as usize, blob)
+                    .map_err(|_| SandboxError::Memory)?;
+                base
+            }
+            _ => match instance.get_global(&mut store, "input_base") {
+                Some(g) => g.get(&mut store).i32().unwrap_or(0) as u32,
+                None => 0,
+            },
         };
         let input = encode(base);
         let end = u64::from(base) + input.len() as u64;
@@ -549,21 +626,16 @@ fn classify(e: wasmtime::Error) -> SandboxError {
     }
 }
 
-/// The chain guest's WAT text with its config data segment, memory size and input base.
-pub fn chain_wat(config_blob: &[u8]) -> (String, u32) {
-    let config_end = u64::from(abi::CONFIG_BASE) + config_blob.len() as u64;
-    let input_base = config_end.div_ceil(8) * 8;
-    // The config and the first 64 KiB of input and heap; the guest grows memory if needed.
-    let pages = (input_base + PAGE).div_ceil(PAGE);
-    let mut data = String::with_capacity(config_blob.len() * 3 + 32);
-    data.push_str(&format!("(data (i32.const {}) \"", abi::CONFIG_BASE));
-    for b in config_blob {
-        data.push_str(&format!("\\{b:02x}"));
-    }
-    data.push_str("\")");
-    let wat = CHAIN_WAT
-        .replacen(";;@PAGES@", &pages.to_string(), 1)
-        .replacen(";;@INPUT_BASE@", &format!("(i32.const {input_base})"), 1)
-        .replacen(";;@CONFIG@", &data, 1);
-    (wat, input_base as u32)
+/// The chain guest's WAT text: one page of memory to start with (the host grows it for the
+/// config blob and the input), no config data segment (the host writes the blob at
+/// [`abi::CONFIG_BASE`] into every instance).
+pub fn chain_wat() -> String {
+    CHAIN_WAT
+        .replacen(";;@PAGES@", "1", 1)
+        .replacen(
+            ";;@INPUT_BASE@",
+            &format!("(i32.const {})", abi::CONFIG_BASE),
+            1,
+        )
+        .replacen(";;@CONFIG@", "", 1)
 }
