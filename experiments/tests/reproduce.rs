@@ -70,17 +70,7 @@ fn reproduce_writes_every_figure_table_the_tipping_point_study_and_the_policy_ab
             .position(|h| *h == name)
             .unwrap_or_else(|| panic!("no column {name}: {csv}"))
     };
-    let policies = [
-        "jwt",
-        "ports",
-        "authz",
-        "rate_limit",
-        "tracing",
-        "access_log",
-        "mtls",
-        "retry",
-        "circuit_breaker",
-    ];
+    let policies = meshsim_models::calibration::POLICIES;
     assert_eq!(rows.len(), 1 + policies.len() * 2, "{csv}");
     for mode in ["alone", "on_top_of_other_eight"] {
         for p in policies {
