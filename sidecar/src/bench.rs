@@ -5,7 +5,8 @@
 //! request (start-up time), drives an **open-loop** load at a fixed rate (request `i` is due at
 //! `t0 + i/rate`; its latency is measured from that intended time, so a stalled proxy cannot
 //! hide its stall: no coordinated omission), and reports the proxy's CPU time per request
-//! (from `/proc/<pid>/stat` utime+stime over the measured phase), latency percentiles
+//! (ns resolution, from `/proc/<pid>/task/*/schedstat` of the proxy's processes over the
+//! measured phase; 10 ms `/proc/<pid>/stat` ticks where schedstat is missing), latency percentiles
 //! (hdrhistogram), the added latency against a direct call to the upstream at the same rate,
 //! and RSS (`/proc/<pid>/statm`). The same load through nginx (Debian package, started with a
 //! generated reverse-proxy config) gives the reference.
@@ -167,7 +168,8 @@ pub struct Measurement {
     pub errors: u64,
     /// Failures by kind.
     pub failures: std::collections::BTreeMap<String, u64>,
-    /// Proxy CPU (user + system) per request, microseconds (None for `direct`).
+    /// Proxy CPU (user + system, every live thread of its processes, ns resolution) per
+    /// request, microseconds (None for `direct`).
     pub cpu_us_per_request: Option<f64>,
     /// Latency from intended send time, microseconds.
     pub latency_p50_us: u64,
@@ -475,7 +477,7 @@ impl Harness {
                     .run(rate_rps, self.opts.warmup, self.opts.request_timeout)
                     .await;
             }
-            let cpu0 = proc.as_mut().map(|p| p.cpu_ticks()).transpose()?;
+            let cpu0 = proc.as_mut().map(|p| p.cpu_ns(self.clk_tck)).transpose()?;
             let pids = proc.as_ref().map(|p| p.pids()).unwrap_or_default();
             let mut samples = Vec::new();
             let load = client.run(rate_rps, duration, self.opts.request_timeout);
@@ -496,7 +498,7 @@ impl Harness {
                     }
                 }
             };
-            let cpu1 = proc.as_mut().map(|p| p.cpu_ticks()).transpose()?;
+            let cpu1 = proc.as_mut().map(|p| p.cpu_ns(self.clk_tck)).transpose()?;
             let rss_kib = proc
                 .as_mut()
                 .map(|p| p.rss_pages())
@@ -511,7 +513,7 @@ impl Harness {
             };
             let cpu_us_per_request = match (cpu0, cpu1) {
                 (Some(a), Some(b)) if stats.sent > 0 => {
-                    Some((b.saturating_sub(a)) as f64 / self.clk_tck * 1e6 / stats.sent as f64)
+                    Some((b.saturating_sub(a)) as f64 / 1e3 / stats.sent as f64)
                 }
                 _ => None,
             };
@@ -761,20 +763,6 @@ impl Proc {
         v
     }
 
-    /// CPU ticks of the process and its children (nginx workers), including exited
-    /// threads of the process itself.
-    fn cpu_ticks(&mut self) -> Result<u64, BenchError> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Err(BenchError(format!("proxy exited early: {status}")));
-        }
-        Ok(self
-            .pids()
-            .into_iter()
-            .filter_map(proc_stat)
-            .map(|(_, t, _)| t)
-            .sum())
-    }
-
     /// `RssAnon` of the process and its children, KiB.
     fn anon_kib(&self) -> u64 {
         self.pids()
@@ -791,7 +779,8 @@ impl Proc {
             .sum()
     }
 
-    /// CPU of the proxy's live threads, ns (see [`cpu_ns`]; the sidecar is one process).
+    /// CPU of the live threads of the proxy and its children (nginx workers), ns (see
+    /// [`cpu_ns`]).
     fn cpu_ns(&mut self, clk_tck: f64) -> Result<u64, BenchError> {
         if let Ok(Some(status)) = self.child.try_wait() {
             return Err(BenchError(format!("proxy exited early: {status}")));
