@@ -88,6 +88,11 @@ pub struct HandshakeArgs {
     /// The sidecar executable (default: meshsim-sidecar next to this binary).
     #[arg(long)]
     pub sidecar_bin: Option<PathBuf>,
+    /// Key algorithm of the CA and workload certificates: `ecdsa-p256` sets
+    /// `[mtls_handshake]`, `rsa-2048` (Istio's default workload keys) sets
+    /// `[mtls_handshake_rsa2048]`.
+    #[arg(long, default_value = "ecdsa-p256")]
+    pub key_algorithm: meshsim_sidecar::pki::KeyAlgorithm,
 }
 
 #[derive(Debug, Args)]
@@ -211,9 +216,16 @@ fn handshake_into(a: HandshakeArgs) -> Result<()> {
     check_repeats(a.repeats)?;
     let opts = Options {
         sidecar_bin: sidecar_bin(a.sidecar_bin)?,
+        key_algorithm: a.key_algorithm,
         ..Options::default()
     };
-    update_into(&a.into, "[mtls_handshake]", |file| {
+    let rsa = a.key_algorithm == meshsim_sidecar::pki::KeyAlgorithm::Rsa2048;
+    let table = if rsa {
+        "[mtls_handshake_rsa2048]"
+    } else {
+        "[mtls_handshake]"
+    };
+    update_into(&a.into, table, |file| {
         let harness = Harness::new(opts)
             .map_err(|e| anyhow::anyhow!("setting up the calibration harness: {e}"))?;
         let h = measure_handshake_median(
@@ -224,7 +236,11 @@ fn handshake_into(a: HandshakeArgs) -> Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("measuring the mTLS handshake: {e}"))?;
         crate::outln!("{}", handshake_line(&h));
-        file.mtls_handshake = Some(h);
+        if rsa {
+            file.mtls_handshake_rsa2048 = Some(h);
+        } else {
+            file.mtls_handshake = Some(h);
+        }
         Ok(())
     })
 }

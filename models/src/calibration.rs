@@ -73,6 +73,10 @@ pub struct CalibrationFile {
     /// `policy.mtls_handshake_cpu_us`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls_handshake: Option<HandshakeCost>,
+    /// The same handshake with RSA 2048 keys (CA and workloads, `[mtls_handshake_rsa2048]`):
+    /// Istio's default workload certificates; `[mtls_handshake]` is ECDSA P-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls_handshake_rsa2048: Option<HandshakeCost>,
 }
 
 /// `[isolation]`: what the sidecar's isolation modes cost.
@@ -344,8 +348,12 @@ impl CalibrationFile {
                 "a finite number in 0 ..= 1e6 (rates >= 1)",
             ));
         }
-        if let Some(h) = &self.mtls_handshake {
-            let f = |name: &str| format!("mtls_handshake.{name}");
+        for (table, h) in [
+            ("mtls_handshake", &self.mtls_handshake),
+            ("mtls_handshake_rsa2048", &self.mtls_handshake_rsa2048),
+        ] {
+            let Some(h) = h else { continue };
+            let f = |name: &str| format!("{table}.{name}");
             if h.rate_cps == 0 {
                 return Err(bad(f("rate_cps"), "0".into(), ">= 1"));
             }
@@ -522,6 +530,7 @@ mod tests {
             entries,
             isolation: None,
             mtls_handshake: None,
+            mtls_handshake_rsa2048: None,
         }
     }
 

@@ -370,6 +370,22 @@ pub struct PolicyParams {
     /// the reference's aws-lc).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtls_handshake_cpu_us: Option<f64>,
+    /// Key algorithm of the mesh's workload certificates, which picks the measured handshake:
+    /// `ecdsa-p256` (`[mtls_handshake]`) or `rsa-2048` (`[mtls_handshake_rsa2048]`).
+    #[serde(default)]
+    pub mtls_key_algorithm: MtlsKeyAlgorithm,
+}
+
+/// Key algorithm of a mesh's workload certificates (`policy.mtls_key_algorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MtlsKeyAlgorithm {
+    /// ECDSA P-256 (Linkerd's identity, the reference sidecar's generated certificates).
+    #[default]
+    EcdsaP256,
+    /// RSA 2048 (Istio's default CA and workload keys).
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
 }
 
 impl Default for PolicyParams {
@@ -385,6 +401,7 @@ impl Default for PolicyParams {
             retry_attempts: 2,
             upstream_5xx_rate: 0.0,
             mtls_handshake_cpu_us: None,
+            mtls_key_algorithm: MtlsKeyAlgorithm::EcdsaP256,
         }
     }
 }

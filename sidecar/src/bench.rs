@@ -222,6 +222,8 @@ pub struct Options {
     /// After the measured phase, wait this long with no request in flight and sample the
     /// proxy's RSS again (`Measurement::idle_rss_kib`); zero skips it.
     pub idle_settle: Duration,
+    /// Key algorithm of the bench's CA and workload certificates (mTLS).
+    pub key_algorithm: crate::pki::KeyAlgorithm,
 }
 
 impl Default for Options {
@@ -237,6 +239,7 @@ impl Default for Options {
             isolation: Isolation::Shared,
             sandbox_keep_resident_bytes: 0,
             idle_settle: Duration::ZERO,
+            key_algorithm: crate::pki::KeyAlgorithm::EcdsaP256,
         }
     }
 }
@@ -319,7 +322,8 @@ impl Harness {
         let dir = std::env::temp_dir().join(format!("meshsim-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| err("bench dir", e))?;
         let upstream = rt.block_on(start_upstream())?;
-        let pki = Pki::generate("cluster.local").map_err(|e| err("ca", e))?;
+        let pki =
+            Pki::generate_with("cluster.local", opts.key_algorithm).map_err(|e| err("ca", e))?;
         let server = pki.issue(SERVER_ID).map_err(|e| err("issue", e))?;
         let write =
             |name: &str, text: &str| std::fs::write(dir.join(name), text).map_err(|e| err(name, e));

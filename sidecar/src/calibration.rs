@@ -71,6 +71,7 @@ pub fn file_from(
         entries: ms.iter().filter_map(policy_cost).collect(),
         isolation: None,
         mtls_handshake,
+        mtls_handshake_rsa2048: None,
     }
 }
 

@@ -80,6 +80,10 @@ struct BenchArgs {
     /// calibration `[mtls_handshake]` table.
     #[arg(long)]
     pub handshake_only: bool,
+    /// Key algorithm of the bench's CA and workload certificates: `ecdsa-p256` or `rsa-2048`
+    /// (Istio's default).
+    #[arg(long, default_value = "ecdsa-p256")]
+    pub key_algorithm: meshsim_sidecar::pki::KeyAlgorithm,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -174,6 +178,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         idle_settle_s,
         handshake_rate,
         handshake_only,
+        key_algorithm,
     } = args;
     let with_nginx = !no_nginx;
     let rates = &rates[..];
@@ -212,6 +217,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         isolation,
         sandbox_keep_resident_bytes: keep_resident_bytes,
         idle_settle: std::time::Duration::from_secs_f64(idle_settle_s),
+        key_algorithm,
         ..Options::default()
     })
     .context("setting up the bench")?;

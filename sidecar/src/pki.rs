@@ -106,9 +106,53 @@ pub fn id_matches(pattern: &str, id: &str) -> bool {
     }
 }
 
+/// Key algorithm of generated CA and workload keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyAlgorithm {
+    /// ECDSA P-256 with SHA-256 (Linkerd's workload keys; rcgen's default).
+    #[default]
+    EcdsaP256,
+    /// RSA 2048 with SHA-256 (Istio's default: istiod's self-signed CA and the sidecar's
+    /// workload key, `WORKLOAD_RSA_KEY_SIZE` 2048, unless `ECC_SIGNATURE_ALGORITHM=ECDSA`).
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+}
+
+impl KeyAlgorithm {
+    /// The name used in configs and calibration files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyAlgorithm::EcdsaP256 => "ecdsa-p256",
+            KeyAlgorithm::Rsa2048 => "rsa-2048",
+        }
+    }
+
+    fn generate(self) -> Result<KeyPair, rcgen::Error> {
+        match self {
+            KeyAlgorithm::EcdsaP256 => KeyPair::generate(),
+            KeyAlgorithm::Rsa2048 => KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256),
+        }
+    }
+}
+
+impl std::str::FromStr for KeyAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<KeyAlgorithm, String> {
+        match s {
+            "ecdsa-p256" => Ok(KeyAlgorithm::EcdsaP256),
+            "rsa-2048" => Ok(KeyAlgorithm::Rsa2048),
+            other => Err(format!(
+                "unknown key algorithm `{other}` (expected ecdsa-p256 or rsa-2048)"
+            )),
+        }
+    }
+}
+
 /// A certificate authority for one trust domain.
 pub struct Pki {
     trust_domain: String,
+    key_algorithm: KeyAlgorithm,
     ca_key: KeyPair,
     ca_params: CertificateParams,
     ca_cert_pem: String,
@@ -153,11 +197,17 @@ fn ca_params(trust_domain: &str) -> Result<CertificateParams, PkiError> {
 impl Pki {
     /// A fresh ECDSA P-256 CA.
     pub fn generate(trust_domain: &str) -> Result<Pki, PkiError> {
-        let ca_key = KeyPair::generate()?;
+        Pki::generate_with(trust_domain, KeyAlgorithm::EcdsaP256)
+    }
+
+    /// A fresh CA whose key, and the workload keys it issues, use `key_algorithm`.
+    pub fn generate_with(trust_domain: &str, key_algorithm: KeyAlgorithm) -> Result<Pki, PkiError> {
+        let ca_key = key_algorithm.generate()?;
         let ca_params = ca_params(trust_domain)?;
         let cert = ca_params.self_signed(&ca_key)?;
         Ok(Pki {
             trust_domain: trust_domain.to_owned(),
+            key_algorithm,
             ca_cert_pem: cert.pem(),
             ca_cert_der: cert.der().clone(),
             ca_key,
@@ -180,6 +230,7 @@ impl Pki {
             })?;
         Ok(Pki {
             trust_domain: trust_domain.to_owned(),
+            key_algorithm: KeyAlgorithm::EcdsaP256,
             ca_key,
             ca_params: ca_params(trust_domain)?,
             ca_cert_pem: ca_cert_pem.to_owned(),
@@ -213,7 +264,7 @@ impl Pki {
 
     /// Issue a workload certificate whose only SAN is the URI `spiffe_id`.
     pub fn issue(&self, spiffe_id: &str) -> Result<IssuedCert, PkiError> {
-        let key = KeyPair::generate()?;
+        let key = self.key_algorithm.generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
         params
@@ -594,6 +645,26 @@ fn san_uris(der: &[u8]) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rsa_2048_ca_issues_rsa_workload_certificates_that_make_tls_configs() {
+        let pki = Pki::generate_with("cluster.local", KeyAlgorithm::Rsa2048).expect("rsa ca");
+        let issued = pki
+            .issue("spiffe://cluster.local/ns/default/sa/fn")
+            .expect("issue");
+        // A PKCS#8 RSA key is much longer than a P-256 one (~1.7 KB vs ~0.24 KB of PEM).
+        assert!(issued.key_pem.len() > 1000, "{}", issued.key_pem.len());
+        let m = pki
+            .materials("spiffe://cluster.local/ns/default/sa/fn")
+            .expect("materials");
+        assert!(m.client_config(None).is_ok());
+        assert_eq!(
+            "rsa-2048".parse::<KeyAlgorithm>(),
+            Ok(KeyAlgorithm::Rsa2048)
+        );
+        assert_eq!(KeyAlgorithm::Rsa2048.as_str(), "rsa-2048");
+        assert!("rsa-1024".parse::<KeyAlgorithm>().is_err());
+    }
 
     /// The workspace's `.cargo/config.toml` `[env]` reaches the compiler (and so aws-lc-sys'
     /// build script): aws-lc is built without CPU jitter entropy, the 30-70 ms start-up cost.

@@ -263,7 +263,19 @@ impl MeshModel {
             let traversals = u64::from(dp.traversals_per_hop) * hop_ns;
             let ns = |us: f64| (us * 1e3).round().max(0.0) as u64;
             if mtls {
-                let measured = inputs.calibration.mtls_handshake.as_ref();
+                let rsa = profile.policy.mtls_key_algorithm
+                    == meshsim_models::mesh::MtlsKeyAlgorithm::Rsa2048;
+                let (measured, table) = if rsa {
+                    (
+                        inputs.calibration.mtls_handshake_rsa2048.as_ref(),
+                        "[mtls_handshake_rsa2048]",
+                    )
+                } else {
+                    (
+                        inputs.calibration.mtls_handshake.as_ref(),
+                        "[mtls_handshake]",
+                    )
+                };
                 let cpu = match (profile.policy.mtls_handshake_cpu_us, measured) {
                     (Some(us), _) => us,
                     // Public-key crypto, not proxy overhead: Envoy's BoringSSL and the
@@ -274,9 +286,11 @@ impl MeshModel {
                         return Err(ConfigError::Invalid {
                             file: profile.name.clone(),
                             field: "policy.mtls_handshake_cpu_us".into(),
-                            value: "absent, and the calibration file has no [mtls_handshake]"
-                                .into(),
-                            allowed: "a calibration measured with the handshake (`meshsim calibrate handshake --into FILE`) or an explicit value".into(),
+                            value: format!("absent, and the calibration file has no {table}"),
+                            allowed: format!(
+                                "a calibration measured with the handshake (`meshsim calibrate handshake --key-algorithm {} --into FILE`) or an explicit value",
+                                if rsa { "rsa-2048" } else { "ecdsa-p256" }
+                            ),
                         });
                     }
                 };

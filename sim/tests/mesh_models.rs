@@ -265,9 +265,10 @@ fn mtls_handshakes_on_new_connections_only() {
     schedule(&mut m, 0);
     let base = m.pod_hop().cpu_ns;
     let (hs, _) = m.handshake();
-    // The calibrated handshake (both sides) times policy_cpu_scale; not Istio's per-request
-    // cpu_scale (the crypto is the same class of library in Envoy and in the reference).
-    let cal = calibration().mtls_handshake.as_ref().unwrap();
+    // The calibrated handshake (both sides; RSA 2048, Istio's default keys) times
+    // policy_cpu_scale; not Istio's per-request cpu_scale (the crypto is the same class of
+    // library in Envoy and in the reference).
+    let cal = calibration().mtls_handshake_rsa2048.as_ref().unwrap();
     let want = p.data_plane.policy_cpu_scale * cal.cpu_us() * 1e3;
     assert!(hs > 0 && (hs as f64 - want).abs() <= 1.0, "{hs} vs {want}");
     let cpu = |d: HopDecision| match d {
@@ -604,10 +605,53 @@ fn the_lightweight_profile_charges_the_recompile_after_an_idle_gap() {
 }
 
 #[test]
+fn istio_uses_the_measured_rsa_handshake_and_says_which_table_is_missing() {
+    use meshsim_models::mesh::MtlsKeyAlgorithm;
+    let istio = profile("istio", &["mtls"]);
+    assert_eq!(istio.policy.mtls_key_algorithm, MtlsKeyAlgorithm::Rsa2048);
+    let linkerd = profile("linkerd", &["mtls"]);
+    assert_eq!(
+        linkerd.policy.mtls_key_algorithm,
+        MtlsKeyAlgorithm::EcdsaP256
+    );
+    let cal = calibration();
+    let (rsa, ecdsa) = (
+        cal.mtls_handshake_rsa2048
+            .as_ref()
+            .expect("shipped RSA table"),
+        cal.mtls_handshake.as_ref().expect("shipped ECDSA table"),
+    );
+    let build = |p: &MeshProfile, c: &CalibrationFile| {
+        let inputs = MeshInputs {
+            calibration: c,
+            xds_sizes: Some(sizes()),
+            record_xds: false,
+        };
+        MeshModel::new(p, &exact_cfg(), 1, inputs, 1, 0)
+    };
+    let ns = |us: f64| (us * 1e3).round() as u64;
+    assert_eq!(build(&istio, cal).unwrap().handshake().0, ns(rsa.cpu_us()));
+    let mut ecdsa_istio = istio.clone();
+    ecdsa_istio.policy.mtls_key_algorithm = MtlsKeyAlgorithm::EcdsaP256;
+    assert_eq!(
+        build(&ecdsa_istio, cal).unwrap().handshake().0,
+        ns(ecdsa.cpu_us())
+    );
+    let mut no_rsa = cal.clone();
+    no_rsa.mtls_handshake_rsa2048 = None;
+    let err = build(&istio, &no_rsa).unwrap_err().to_string();
+    assert!(
+        err.contains("[mtls_handshake_rsa2048]") && err.contains("--key-algorithm rsa-2048"),
+        "{err}"
+    );
+}
+
+#[test]
 fn handshake_needs_a_measurement_or_an_override() {
     let p = profile("istio", &["mtls"]);
     let mut old = calibration().clone();
     old.mtls_handshake = None;
+    old.mtls_handshake_rsa2048 = None;
     let inputs = MeshInputs {
         calibration: &old,
         xds_sizes: Some(sizes()),
