@@ -367,6 +367,16 @@ pub struct UpstreamConfig {
     /// Maximum idle pooled connections per endpoint.
     #[serde(default = "d_pool_max_idle")]
     pub pool_max_idle_per_endpoint: usize,
+    /// Protocol towards the function (the inbound listener's upstream): `http1` (default,
+    /// keep-alive pool) or `http2` (cleartext with prior knowledge, h2c; requests of every
+    /// client connection multiplexed on one connection per endpoint). The outbound listener
+    /// speaks HTTP/1.1 to peer sidecars.
+    #[serde(default = "d_upstream_protocol")]
+    pub protocol: Protocol,
+}
+
+fn d_upstream_protocol() -> Protocol {
+    Protocol::Http1
 }
 
 impl Default for UpstreamConfig {
@@ -375,6 +385,7 @@ impl Default for UpstreamConfig {
             connect_timeout_ms: d_connect(),
             pool_idle_timeout_ms: d_pool_idle(),
             pool_max_idle_per_endpoint: d_pool_max_idle(),
+            protocol: d_upstream_protocol(),
         }
     }
 }

@@ -631,13 +631,14 @@ impl Sidecar {
         };
         let builder = Arc::new(builder);
 
-        let forward_opts = |endpoints: &[SocketAddr], tls_cfg| ForwardOptions {
+        let forward_opts = |endpoints: &[SocketAddr], tls_cfg, http2| ForwardOptions {
             endpoints: endpoints.to_vec(),
             connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
             pool_idle_timeout: Duration::from_millis(config.upstream.pool_idle_timeout_ms),
             pool_max_idle_per_endpoint: config.upstream.pool_max_idle_per_endpoint,
             max_connections: p.circuit_breaker.as_ref().map(|c| c.max_connections),
             tls: tls_cfg,
+            http2,
         };
 
         let own_id = config
@@ -719,7 +720,11 @@ impl Sidecar {
         };
         let inbound_chain = build_chain(
             inbound_layers,
-            Forward::new(forward_opts(&config.inbound.upstream, None)),
+            Forward::new(forward_opts(
+                &config.inbound.upstream,
+                None,
+                config.upstream.protocol == Protocol::Http2,
+            )),
         );
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -804,7 +809,10 @@ impl Sidecar {
                     .map(|c| CircuitLayer::new(c, &out.upstream, stats.clone())),
                 ..ChainLayers::default()
             };
-            let chain = build_chain(layers, Forward::new(forward_opts(&out.upstream, tls_cfg)));
+            let chain = build_chain(
+                layers,
+                Forward::new(forward_opts(&out.upstream, tls_cfg, false)),
+            );
             let ctx = Arc::new(ListenerCtx {
                 kind: ListenerKind::Outbound,
                 local_port: local_port(&listener),

@@ -221,12 +221,16 @@ pub struct ForwardOptions {
     pub max_connections: Option<usize>,
     /// TLS origination (outbound mTLS).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
+    pub http2: bool,
 }
 
 /// The innermost service: sends the request to an endpoint and streams the response back.
 #[derive(Clone)]
 pub struct Forward {
     client: Client<Connector, crate::http::ReqBody>,
+    /// The version requests are sent with.
+    version: http::Version,
     /// Endpoints with their pre-built URI authority.
     endpoints: Arc<[(SocketAddr, Authority)]>,
     next: Arc<AtomicUsize>,
@@ -253,9 +257,15 @@ impl Forward {
             .pool_max_idle_per_host(opts.pool_max_idle_per_endpoint)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            .http2_only(opts.http2)
             .build(connector);
         Forward {
             client,
+            version: if opts.http2 {
+                http::Version::HTTP_2
+            } else {
+                http::Version::HTTP_11
+            },
             endpoints: opts
                 .endpoints
                 .iter()
@@ -289,6 +299,7 @@ impl tower::Service<Req> for Forward {
     fn call(&mut self, mut req: Req) -> Self::Future {
         let endpoint = self.pick(req.extensions().get::<Endpoint>().map(|e| e.0));
         let client = self.client.clone();
+        let version = self.version;
         Box::pin(async move {
             let Some(endpoint) = endpoint else {
                 return Ok(local_reply(
@@ -297,7 +308,7 @@ impl tower::Service<Req> for Forward {
                     "no upstream endpoint",
                 ));
             };
-            if let Err(resp) = rewrite_for_upstream(&mut req, &endpoint) {
+            if let Err(resp) = rewrite_for_upstream(&mut req, &endpoint, version) {
                 return Ok(resp);
             }
             match client.request(req).await {
@@ -349,8 +360,12 @@ impl tower::Service<Req> for Forward {
 }
 
 /// Point the request at `endpoint`: absolute URI for the client, Host kept (or derived from
-/// an HTTP/2 `:authority`), hop-by-hop headers removed, HTTP/1.1 towards the upstream.
-fn rewrite_for_upstream(req: &mut Req, endpoint: &(SocketAddr, Authority)) -> Result<(), Resp> {
+/// an HTTP/2 `:authority`), hop-by-hop headers removed, `version` towards the upstream.
+fn rewrite_for_upstream(
+    req: &mut Req,
+    endpoint: &(SocketAddr, Authority),
+    version: http::Version,
+) -> Result<(), Resp> {
     let bad = || {
         local_reply(
             http::StatusCode::BAD_REQUEST,
@@ -377,7 +392,7 @@ fn rewrite_for_upstream(req: &mut Req, endpoint: &(SocketAddr, Authority)) -> Re
         .build()
         .map_err(|_| bad())?;
     *req.uri_mut() = uri;
-    *req.version_mut() = http::Version::HTTP_11;
+    *req.version_mut() = version;
     strip_hop_by_hop(req.headers_mut());
     Ok(())
 }

@@ -26,6 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Debug, Default)]
 pub struct UpstreamState {
     pub hits: AtomicUsize,
+    /// Connections accepted (counted by [`upstream_h2`]).
+    pub connections: AtomicUsize,
     pub fail_next: AtomicU32,
 }
 
@@ -74,6 +76,43 @@ pub async fn upstream() -> Upstream {
                     async move { Ok::<_, Infallible>(answer(&st, req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, state, task }
+}
+
+/// The same upstream speaking only HTTP/2 with prior knowledge (h2c): an HTTP/1.1 request
+/// fails. Its answers carry `x-upstream-version`; it counts accepted connections.
+pub async fn upstream_h2() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("addr");
+    let state = Arc::new(UpstreamState::default());
+    let st = state.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            st.connections.fetch_add(1, Ordering::Relaxed);
+            let st = st.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let st = st.clone();
+                    async move {
+                        let version = format!("{:?}", req.version());
+                        let mut r = answer(&st, req).await;
+                        if let Ok(v) = http::HeaderValue::from_str(&version) {
+                            r.headers_mut().insert("x-upstream-version", v);
+                        }
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), svc)
                     .await;
             });
