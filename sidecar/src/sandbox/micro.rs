@@ -4,9 +4,15 @@
 //!   write, one call, drop): the sandbox creation cost alone;
 //! * `per-request chain`: [`SandboxLayer::decide`] + [`SandboxLayer::apply`] for the
 //!   header-only chain (mTLS request check, ports, authz, tracing) on a typical request,
-//!   i.e. creation + encoding + the policies in wasm + decoding + header edits;
+//!   i.e. creation + config and input writes + the policies in wasm + decoding + header
+//!   edits;
+//! * `after idle release`: the same on the first request after an idle release, which
+//!   compiles the chain module (engine, pool, code) again;
+//! * `same, keep 128 KiB/slot`: the per-request chain with `keep_resident_bytes = 131072`;
 //! * `shared chain`: the same four policies as the shared-mode tower checks on the same
-//!   request.
+//!   request;
+//! * [`idle_memory`]: anonymous RSS of the shared chain module, per further function while it
+//!   is held, and per function after the idle release (20 functions in this process).
 //!
 //! Each timing is one call measured with `Instant` (tens of ns of timer overhead included);
 //! the mean comes from the total over all iterations.
