@@ -38,7 +38,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub no_invocations: bool,
     /// Mesh profile(s): none, istio, istio-policies, linkerd, linkerd-policies, ambient,
-    /// lightweight; comma separated, or `all`. Overrides the config's [mesh] profile.
+    /// lightweight; comma separated, or `all`. Overrides the config's `[mesh]` profile.
     #[arg(long, value_delimiter = ',')]
     pub mesh: Vec<String>,
     /// Policies to enable (replacing the profile's list), comma separated: jwt, ports, authz,

@@ -89,7 +89,7 @@ const TIP_SCENARIOS: [&str; 5] = [
 
 /// API-server write capacities (writes/s) of the tipping-point study, around the fitted 25/s
 /// (10 writes per cold start at the paper's 2.5 cold starts/s knee).
-const TIP_WRITES: [u32; 6] = [20, 25, 27, 30, 35, 50];
+pub const TIP_WRITES: [u32; 6] = [20, 25, 27, 30, 35, 50];
 
 /// API-server write capacity (writes/s) of the policy ablation: twice the fitted 25/s, the
 /// last point of [`TIP_WRITES`]. At the fitted capacity the InVitro config sits on its tipping
@@ -98,7 +98,7 @@ const TIP_WRITES: [u32; 6] = [20, 25, 27, 30, 35, 50];
 /// no-mesh's slowdown p95 on every replication, without failures (`sim/README.md`, "The
 /// tipping point"), so the differences measure the policies. The istio and istio-policies baselines are the tipping study's own runs at this
 /// capacity (same config, seeds and replications).
-const ABLATION_WRITES: u32 = 50;
+pub const ABLATION_WRITES: u32 = 50;
 
 // The ablation's baselines are the tipping study's runs, so its capacity must be one of them.
 const _: () = {

@@ -296,7 +296,7 @@ pub struct SweepArgs {
     /// The grid file (TOML): axes over config fields, trace, minutes, load_scale; replications.
     #[arg(long)]
     pub grid: PathBuf,
-    /// Output directory (finished points in <out>/points/, the table in <out>/sweep.parquet).
+    /// Output directory (finished points in `<out>/points/`, the table in `<out>/sweep.parquet`).
     #[arg(long, default_value = "results/sweep")]
     pub out: PathBuf,
     /// Run only shard i of n (0-based; points whose number is i modulo n), e.g. for a Slurm job

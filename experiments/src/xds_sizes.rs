@@ -2753,7 +2753,7 @@ pub fn write(path: &Path, sizes: &XdsSizes) -> anyhow::Result<()> {
     crate::output::write_atomic(path, text.as_bytes())
 }
 
-/// Reads and validates a file written by [`write`].
+/// Reads and validates a file written by [`write()`].
 pub fn read(path: &Path) -> anyhow::Result<XdsSizes> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -1,6 +1,6 @@
 //! The measurement harness behind `meshsim-sidecar bench` (and, later, `meshsim calibrate`).
 //!
-//! For one policy set at one rate, [`Harness::measure`] starts a fresh sidecar **process**
+//! For one policy set at one rate, [`Harness::measure_target`] starts a fresh sidecar **process**
 //! (`meshsim-sidecar serve`) in front of an in-process upstream, waits for its first served
 //! request (start-up time), drives an **open-loop** load at a fixed rate (request `i` is due at
 //! `t0 + i/rate`; its latency is measured from that intended time, so a stalled proxy cannot
