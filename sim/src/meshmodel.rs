@@ -180,10 +180,10 @@ pub struct MeshModel {
     rl_window: Vec<(u64, u64)>,
     /// Per-request sandboxes: the policy module's compilation after an idle release, ns.
     recompile_ns: u64,
-    /// How long a node keeps a function's compiled module after its last request, ns.
+    /// How long a node keeps its compiled chain module after its last sandboxed request, ns.
     module_release_ns: u64,
     /// Last sandboxed request on each node (the node's shared chain module).
-    module_used: std::collections::BTreeMap<u16, u64>,
+    module_used: Vec<Option<u64>>,
     rl_busy_until: Vec<u64>,
     rl_service_ns: u64,
     waypoint_cpu_ns: u64,
@@ -407,7 +407,7 @@ impl MeshModel {
             rl_window: vec![(0, 0); functions],
             recompile_ns,
             module_release_ns,
-            module_used: std::collections::BTreeMap::new(),
+            module_used: vec![None; usize::from(cfg.cluster.workers) + 1],
             rl_busy_until: vec![0; usize::from(cfg.cluster.workers) + 1],
             rl_service_ns: (q.rate_limit_service_cpu_us * 1e3).round() as u64,
             waypoint_cpu_ns,
@@ -492,7 +492,10 @@ impl MeshModel {
             // The node compiles the policy-chain module (shared by its functions: a function's
             // config is data) on its first sandboxed request and again after an idle release:
             // CPU on the request's path.
-            let last = self.module_used.insert(ctx.node, now);
+            let last = self
+                .module_used
+                .get_mut(usize::from(ctx.node))
+                .and_then(|t| t.replace(now));
             if last.is_none_or(|t| now.saturating_sub(t) > self.module_release_ns) {
                 hop.cpu_ns += self.recompile_ns;
             }

@@ -8,7 +8,7 @@
 ;; The rule table is not code: `sandbox::abi::ConfigBlob` serialises the sidecar config into a
 ;; blob the host writes at address 1024 of every instance before calling `run`, so the same
 ;; config drives both isolation modes and this module's code is the same for every function
-;; (one compiled module per process; the CONFIG placeholder below stays empty). Layout of everything (input, config, output) is documented in
+;; (one compiled module per process). Layout of everything (input, config, output) is documented in
 ;; `src/sandbox/abi.rs`; all pointers are absolute guest addresses, all integers little-endian.
 ;;
 ;; Addresses: 0..80 output record, 256..1024 constant strings, 1024.. config, then the input
@@ -16,10 +16,10 @@
 (module
   (import "host" "rand" (func $rand (result i64)))
   (import "host" "rl_local_take" (func $rl_local_take (result i32)))
-  (memory (export "memory") ;;@PAGES@
-  )
-  (global (export "input_base") i32 ;;@INPUT_BASE@
-  )
+  ;; One page to start with: the host grows memory for the config blob and the input.
+  (memory (export "memory") 1)
+  ;; The ABI's input address; the chain's host writes the input after the config blob instead.
+  (global (export "input_base") i32 (i32.const 1024))
   (global $heap (mut i32) (i32.const 0))
   (global $edits (mut i32) (i32.const 0))
 
@@ -45,7 +45,6 @@
   (data (i32.const 520) "rate limited")            ;; 12
   (data (i32.const 536) "ff")                      ;; 2
   (data (i32.const 540) "00")                      ;; 2
-  ;;@CONFIG@
 
   ;; ---- helpers -------------------------------------------------------------------------
 

@@ -200,8 +200,8 @@ impl SandboxLayer {
         };
         let weak = Arc::downgrade(&self.0);
         let period = (idle / 4).max(std::time::Duration::from_millis(5));
+        let mut seen = self.0.sandbox.compiles();
         rt.spawn(async move {
-            let mut seen = 1;
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

@@ -219,7 +219,7 @@ fn shared_chain_module(limits: &Limits) -> Result<(Arc<Compiled>, bool), Sandbox
     {
         return Ok((c, false));
     }
-    let c = Arc::new(compile(&chain_wat(), limits)?);
+    let c = Arc::new(compile(CHAIN_WAT, limits)?);
     cache.push((key, Arc::downgrade(&c)));
     Ok((c, true))
 }
@@ -236,8 +236,8 @@ struct Compiled {
 /// The guest is compiled at construction (which checks it) and again on the first request
 /// after an idle release: with `Limits::idle_release` set, [`Sandbox::release_if_idle`] (called
 /// by the server's reaper) drops the engine, the module's code and the instance pool once no
-/// request has run for that long, so an idle function keeps only its WAT source and its
-/// shared host state. A request that is running keeps its own reference to the compiled
+/// request has run for that long, so an idle function keeps only its source (the chain's
+/// config blob) and its shared host state. A request that is running keeps its own reference to the compiled
 /// module, so a release never pulls it from under an instance.
 pub struct Sandbox {
     source: Source,
@@ -251,7 +251,6 @@ pub struct Sandbox {
     epoch: Instant,
     last_used_ms: AtomicU64,
     compiles: AtomicU64,
-    acquires: AtomicU64,
     releases: AtomicU64,
 }
 
@@ -406,7 +405,7 @@ impl Sandbox {
         limits: Limits,
         shared: Arc<HostShared>,
     ) -> Result<Sandbox, SandboxError> {
-        let (compiled, _) = source.acquire(&limits)?;
+        let (compiled, fresh) = source.acquire(&limits)?;
         let chain_input_base = match &source {
             Source::Chain(blob) => Some(
                 u32::try_from((u64::from(abi::CONFIG_BASE) + blob.len() as u64).div_ceil(8) * 8)
@@ -424,8 +423,7 @@ impl Sandbox {
             memory_cap,
             epoch: Instant::now(),
             last_used_ms: AtomicU64::new(0),
-            compiles: AtomicU64::new(1),
-            acquires: AtomicU64::new(1),
+            compiles: AtomicU64::new(u64::from(fresh)),
             releases: AtomicU64::new(0),
         })
     }
@@ -445,14 +443,8 @@ impl Sandbox {
         self.compiled.read().map(|c| c.is_some()).unwrap_or(false)
     }
 
-    /// Times this sandbox got its module: 1 at start-up, plus one per request that followed
-    /// a release.
-    pub fn acquires(&self) -> u64 {
-        self.acquires.load(Ordering::Relaxed)
-    }
-
-    /// Of [`Sandbox::acquires`], those that compiled the module (the others found the chain
-    /// module held by another sandbox of the process; the start-up counts as one either way).
+    /// Compilations of the module by this sandbox, at start-up and after releases (a chain
+    /// sandbox that finds the module held by another one of the process does not compile).
     pub fn compiles(&self) -> u64 {
         self.compiles.load(Ordering::Relaxed)
     }
@@ -514,7 +506,6 @@ impl Sandbox {
         if compiled {
             self.compiles.fetch_add(1, Ordering::Relaxed);
         }
-        self.acquires.fetch_add(1, Ordering::Relaxed);
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -624,18 +615,4 @@ fn classify(e: wasmtime::Error) -> SandboxError {
     } else {
         SandboxError::Instantiate(text)
     }
-}
-
-/// The chain guest's WAT text: one page of memory to start with (the host grows it for the
-/// config blob and the input), no config data segment (the host writes the blob at
-/// [`abi::CONFIG_BASE`] into every instance).
-pub fn chain_wat() -> String {
-    CHAIN_WAT
-        .replacen(";;@PAGES@", "1", 1)
-        .replacen(
-            ";;@INPUT_BASE@",
-            &format!("(i32.const {})", abi::CONFIG_BASE),
-            1,
-        )
-        .replacen(";;@CONFIG@", "", 1)
 }

@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Debug, Default)]
 pub struct UpstreamState {
     pub hits: AtomicUsize,
-    /// Connections accepted (counted by [`upstream_h2`]).
+    /// Connections accepted.
     pub connections: AtomicUsize,
     pub fail_next: AtomicU32,
 }
@@ -43,50 +43,13 @@ impl Drop for Upstream {
     }
 }
 
-pub async fn upstream() -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
-    let addr = listener.local_addr().expect("addr");
-    let state = Arc::new(UpstreamState::default());
-    let st = state.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let st = st.clone();
-            tokio::spawn(async move {
-                // Peek at the request line to implement the raw /reset behaviour.
-                let mut peek = [0u8; 16];
-                let n = tcp.peek(&mut peek).await.unwrap_or(0);
-                if peek[..n].starts_with(b"GET /reset") {
-                    st.hits.fetch_add(1, Ordering::Relaxed);
-                    let mut buf = [0u8; 4096];
-                    let _ = tcp.read(&mut buf).await;
-                    let _ = tcp
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
-                        .await;
-                    let _ = tcp.set_zero_linger();
-                    return;
-                }
-                let st2 = st.clone();
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let st = st2.clone();
-                    async move { Ok::<_, Infallible>(answer(&st, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-    Upstream { addr, state, task }
-}
-
-/// The same upstream speaking only HTTP/2 with prior knowledge (h2c): an HTTP/1.1 request
-/// fails. Its answers carry `x-upstream-version`; it counts accepted connections.
-pub async fn upstream_h2() -> Upstream {
+/// Bind an upstream on loopback and serve every accepted connection with `serve` (counted
+/// in `connections`).
+async fn listen_upstream<F, Fut>(serve: F) -> Upstream
+where
+    F: Fn(TcpStream, Arc<UpstreamState>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind upstream");
@@ -99,26 +62,58 @@ pub async fn upstream_h2() -> Upstream {
                 continue;
             };
             st.connections.fetch_add(1, Ordering::Relaxed);
-            let st = st.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let st = st.clone();
-                    async move {
-                        let version = format!("{:?}", req.version());
-                        let mut r = answer(&st, req).await;
-                        if let Ok(v) = http::HeaderValue::from_str(&version) {
-                            r.headers_mut().insert("x-upstream-version", v);
-                        }
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
+            tokio::spawn(serve(tcp, st.clone()));
         }
     });
     Upstream { addr, state, task }
+}
+
+pub async fn upstream() -> Upstream {
+    listen_upstream(|mut tcp, st| async move {
+        // Peek at the request line to implement the raw /reset behaviour.
+        let mut peek = [0u8; 16];
+        let n = tcp.peek(&mut peek).await.unwrap_or(0);
+        if peek[..n].starts_with(b"GET /reset") {
+            st.hits.fetch_add(1, Ordering::Relaxed);
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
+                .await;
+            let _ = tcp.set_zero_linger();
+            return;
+        }
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let st = st.clone();
+            async move { Ok::<_, Infallible>(answer(&st, req).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), svc)
+            .await;
+    })
+    .await
+}
+
+/// The same upstream speaking only HTTP/2 with prior knowledge (h2c): an HTTP/1.1 request
+/// fails. Its answers carry `x-upstream-version`.
+pub async fn upstream_h2() -> Upstream {
+    listen_upstream(|tcp, st| async move {
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let st = st.clone();
+            async move {
+                let version = format!("{:?}", req.version());
+                let mut r = answer(&st, req).await;
+                if let Ok(v) = http::HeaderValue::from_str(&version) {
+                    r.headers_mut().insert("x-upstream-version", v);
+                }
+                Ok::<_, Infallible>(r)
+            }
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(tcp), svc)
+            .await;
+    })
+    .await
 }
 
 async fn answer(st: &UpstreamState, req: Request<Incoming>) -> Response<Full<Bytes>> {
