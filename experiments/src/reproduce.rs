@@ -875,10 +875,13 @@ fn ablation_md(s: &mut String, rows: &[AblationRow], reference: &ReferenceCosts)
             .find(|(i, _)| POLICIES[*i] == p)
             .map_or(0, |x| x.1)
     };
+    // Identity-based authz runs over mTLS (`policy.authz_needs_peer_identity`).
+    let authz_brings_mtls = meshsim_models::mesh::MeshProfile::builtin("istio")
+        .is_ok_and(|p| p.policy.authz_needs_peer_identity);
     let no_marginal: Vec<&str> = POLICIES
         .iter()
         .zip(&reference.marginal_cpu_us)
-        .filter(|(_, m)| **m <= 0.0)
+        .filter(|(p, m)| **m <= 0.0 && !(authz_brings_mtls && **p == "authz"))
         .map(|(p, _)| *p)
         .collect();
     let _ = writeln!(
@@ -899,7 +902,7 @@ fn ablation_md(s: &mut String, rows: &[AblationRow], reference: &ReferenceCosts)
          added overhead per warm invocation alone {}. The paper's three costliest rank jwt {}, \
          mtls {} and authz {} here. Alone, a policy also brings policy configuration into the \
          xDS pushes to every proxy (the xDS columns), whose handling costs worker CPU besides \
-         the per-request cost.{}",
+         the per-request cost.{}{}",
         reference.cpu_scale,
         fmt(reference.activation_cpu_us),
         ranking_text(&ranked(|i| reference.alone_cpu_us[i])),
@@ -908,6 +911,14 @@ fn ablation_md(s: &mut String, rows: &[AblationRow], reference: &ReferenceCosts)
         rank_of("jwt"),
         rank_of("mtls"),
         rank_of("authz"),
+        if authz_brings_mtls {
+            " Istio's authz rules admit callers by identity (`source.principals`), which only an \
+             mTLS peer certificate carries, so authz alone runs over mTLS and pays its handshake \
+             and per-request cost besides its own (`policy.authz_needs_peer_identity` in the \
+             profile); on top of the other eight, mTLS is on already."
+        } else {
+            ""
+        },
         if no_marginal.is_empty() {
             String::new()
         } else {

@@ -374,6 +374,13 @@ pub struct PolicyParams {
     /// `ecdsa-p256` (`[mtls_handshake]`) or `rsa-2048` (`[mtls_handshake_rsa2048]`).
     #[serde(default)]
     pub mtls_key_algorithm: MtlsKeyAlgorithm,
+    /// The authorization rules match the caller's identity (Istio `AuthorizationPolicy`
+    /// `source.principals` / `namespaces`, Linkerd `MeshTLSAuthentication`). Only a verified
+    /// mTLS peer certificate carries that identity, so with `authz` on, the proxies speak mTLS
+    /// (handshake per new connection, per-request TLS cost) even when the `mtls` policy itself
+    /// (strict peer authentication) is off. See [`MeshProfile::effective_policy_mask`].
+    #[serde(default)]
+    pub authz_needs_peer_identity: bool,
 }
 
 /// Key algorithm of a mesh's workload certificates (`policy.mtls_key_algorithm`).
@@ -402,6 +409,7 @@ impl Default for PolicyParams {
             upstream_5xx_rate: 0.0,
             mtls_handshake_cpu_us: None,
             mtls_key_algorithm: MtlsKeyAlgorithm::EcdsaP256,
+            authz_needs_peer_identity: false,
         }
     }
 }
@@ -472,6 +480,19 @@ impl MeshProfile {
             .iter()
             .filter_map(|p| policy_index(p))
             .fold(0, |m, i| m | (1 << i))
+    }
+
+    /// The policies the data plane runs, as a bit mask over [`POLICIES`]: the enabled ones
+    /// ([`MeshProfile::policy_mask`]) plus `mtls` when `authz` is on and its rules match the
+    /// caller's identity (`policy.authz_needs_peer_identity`), which only mTLS provides.
+    pub fn effective_policy_mask(&self) -> u16 {
+        let mask = self.policy_mask();
+        let bit = |p: &str| policy_index(p).map_or(0, |i| 1u16 << i);
+        if self.policy.authz_needs_peer_identity && mask & bit("authz") != 0 {
+            mask | bit("mtls")
+        } else {
+            mask
+        }
     }
 
     /// Whether policy `name` is on.
@@ -787,6 +808,34 @@ mod tests {
     }
 
     #[test]
+    fn identity_based_authz_brings_mtls_with_it() {
+        let authz = |profile: &str| {
+            MeshSelection {
+                profile: profile.into(),
+                policies: Some(vec!["authz".into()]),
+                scope: None,
+                sandbox: None,
+            }
+            .resolve()
+            .unwrap()
+        };
+        let bit = |p: &str| 1u16 << policy_index(p).unwrap();
+        // Istio's rules match source principals: the mTLS identity comes along.
+        let istio = authz("istio");
+        assert!(istio.policy.authz_needs_peer_identity);
+        assert_eq!(istio.policy_mask(), bit("authz"));
+        assert_eq!(istio.effective_policy_mask(), bit("authz") | bit("mtls"));
+        // Without identity-based rules (the lightweight profile's defaults) nothing is added.
+        let light = authz("lightweight");
+        assert!(!light.policy.authz_needs_peer_identity);
+        assert_eq!(light.effective_policy_mask(), bit("authz"));
+        // No authz, no mTLS implied.
+        let mut none = istio.clone();
+        none.policies.clear();
+        assert_eq!(none.effective_policy_mask(), 0);
+    }
+
+    #[test]
     fn selection_overrides() {
         let s = MeshSelection {
             profile: "istio".into(),
@@ -796,6 +845,7 @@ mod tests {
         };
         let p = s.resolve().unwrap();
         assert_eq!(p.policy_mask(), 1 << 6);
+        assert_eq!(p.effective_policy_mask(), 1 << 6);
         assert_eq!(p.control_plane.scope, Scope::Minimal);
         let none = MeshSelection {
             profile: "none".into(),

@@ -232,7 +232,8 @@ impl MeshModel {
     ) -> Result<Self, ConfigError> {
         profile.validate()?;
         let dp = &profile.data_plane;
-        let mask = profile.policy_mask();
+        // Identity-based authz runs over mTLS even when the mtls policy is off.
+        let mask = profile.effective_policy_mask();
         let has = |p: &str| policy_index(p).is_some_and(|i| mask & (1 << i) != 0);
         let hop_ns = cfg.cluster.network_hop_us * US;
         let active = dp.kind != DataPlaneKind::None;
