@@ -170,11 +170,16 @@ impl Scanner {
     }
 
     fn on_head(&self, head: &[u8]) -> State {
-        // Byte-level line splitting (header names are ASCII; values are compared as bytes):
-        // no UTF-8 conversion and no substring searcher per request.
-        let mut lines = head
-            .split(|b| *b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        // Byte-level line splitting with memchr (header names are ASCII; values are compared
+        // as bytes): no UTF-8 conversion, and only lines that can be one of the three headers
+        // looked at (by their first non-blank byte) are split at the colon.
+        let mut lines = memchr::memchr_iter(b'\n', head)
+            .chain(std::iter::once(head.len()))
+            .scan(0, |start, end| {
+                let line = &head[*start..end];
+                *start = end + 1;
+                Some(line.strip_suffix(b"\r").unwrap_or(line))
+            })
             .skip_while(|l| l.is_empty());
         let Some(request_line) = lines.next() else {
             return State::Head;
@@ -184,7 +189,13 @@ impl Scanner {
         }
         let (mut cl, mut te, mut chunked, mut upgrade) = (None::<u64>, false, false, false);
         for line in lines {
-            let Some(colon) = line.iter().position(|b| *b == b':') else {
+            if !matches!(
+                line.trim_ascii_start().first(),
+                Some(b'c' | b'C' | b't' | b'T' | b'u' | b'U')
+            ) {
+                continue;
+            }
+            let Some(colon) = memchr::memchr(b':', line) else {
                 continue;
             };
             let name = line[..colon].trim_ascii();
@@ -226,7 +237,7 @@ impl Scanner {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// An IO wrapper feeding everything read through a [`Scanner`].
@@ -345,6 +356,10 @@ mod tests {
             let (c, d) = clean.split_at(split.min(clean.len() - 1));
             assert!(scan(&[c, d, bad]), "clean split at {split}");
         }
+        // Blanks before a name (obs-fold style) do not hide it from the first-byte filter.
+        assert!(scan(&[
+            b"POST / HTTP/1.1\r\nAuthorization: Bearer x\r\n\tContent-Length: 1\r\n Transfer-Encoding: chunked\r\n\r\n"
+        ]));
         // Non-UTF-8 bytes in a value do not hide a conflict.
         assert!(scan(&[
             b"POST / HTTP/1.1\r\nX: \xff\xfe\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"

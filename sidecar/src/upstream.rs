@@ -1,17 +1,19 @@
-//! The upstream side: a pooled HTTP/1.1 client (hyper-util) over a connector that enforces
-//! the connect timeout, the circuit breaker's connection limit, and (outbound) originates mTLS.
+//! The upstream side: per-endpoint connection pools over hyper's connection-level clients
+//! (HTTP/1.1, or HTTP/2 with prior knowledge), and a connector that enforces the connect
+//! timeout, the circuit breaker's connection limit, and (outbound) originates mTLS.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use http::Response;
 use http::uri::{Authority, Scheme, Uri};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
@@ -19,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
-use crate::http::{BoxError, Req, Resp, UpstreamOutcome, local_reply, strip_hop_by_hop};
+use crate::http::{BoxError, Req, ReqBody, Resp, UpstreamOutcome, local_reply, strip_hop_by_hop};
 
 /// Selected endpoint for one attempt (set by the circuit breaker; otherwise round robin).
 #[derive(Debug, Clone, Copy)]
@@ -171,37 +173,13 @@ impl tower::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let permit = match &this.limit {
-                Some(sem) => Some(
-                    sem.clone()
-                        .try_acquire_owned()
-                        .map_err(|_| ConnectError::Overflow)?,
-                ),
-                None => None,
-            };
-            let authority = uri.authority().ok_or(ConnectError::BadAddress)?;
-            let addr: SocketAddr = authority
+            let addr: SocketAddr = uri
+                .authority()
+                .ok_or(ConnectError::BadAddress)?
                 .as_str()
                 .parse()
                 .map_err(|_| ConnectError::BadAddress)?;
-            let tcp = tokio::time::timeout(this.timeout, TcpStream::connect(addr))
-                .await
-                .map_err(|_| ConnectError::Timeout)??;
-            tcp.set_nodelay(true)?;
-            let stream = match &this.tls {
-                None => UpStream::Plain(tcp),
-                Some((connector, name)) => {
-                    let tls =
-                        tokio::time::timeout(this.timeout, connector.connect(name.clone(), tcp))
-                            .await
-                            .map_err(|_| ConnectError::Timeout)??;
-                    UpStream::Tls(Box::new(tls))
-                }
-            };
-            Ok(UpConn {
-                io: TokioIo::new(stream),
-                _permit: permit,
-            })
+            this.connect(addr).await
         })
     }
 }
@@ -225,65 +203,276 @@ pub struct ForwardOptions {
     pub http2: bool,
 }
 
-/// The innermost service: sends the request to an endpoint and streams the response back.
+type H1 = hyper::client::conn::http1::SendRequest<ReqBody>;
+type H2 = hyper::client::conn::http2::SendRequest<ReqBody>;
+
+/// The connection pool of one endpoint.
+///
+/// HTTP/1.1: a list of connections (their request senders) with the time each was last handed
+/// back. A sender goes back on the list as soon as its response head has arrived; it is
+/// *ready* again once that response's body has been read to the end, and only ready senders are
+/// taken. So no task is spawned per request to watch for the end of the body (hyper-util's
+/// pool does that), and a request never waits behind another one's body: when no listed
+/// connection is ready, a new one is opened. HTTP/2: one shared, multiplexed connection.
+#[derive(Debug)]
+struct EndpointPool {
+    addr: SocketAddr,
+    authority: Authority,
+    idle: Mutex<Vec<(H1, Instant)>>,
+    h2: Mutex<Option<H2>>,
+}
+
+#[derive(Debug)]
+struct ForwardInner {
+    connector: Connector,
+    http2: bool,
+    idle_timeout: Duration,
+    max_idle: usize,
+    endpoints: Vec<EndpointPool>,
+    next: AtomicUsize,
+}
+
+/// The innermost service: sends the request to an endpoint over a pooled connection and
+/// streams the response back.
 #[derive(Clone)]
 pub struct Forward {
-    client: Client<Connector, crate::http::ReqBody>,
-    /// The version requests are sent with.
-    version: http::Version,
-    /// Endpoints with their pre-built URI authority.
-    endpoints: Arc<[(SocketAddr, Authority)]>,
-    next: Arc<AtomicUsize>,
+    inner: Arc<ForwardInner>,
 }
 
 impl std::fmt::Debug for Forward {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Forward")
-            .field("endpoints", &self.endpoints)
+            .field(
+                "endpoints",
+                &self
+                    .inner
+                    .endpoints
+                    .iter()
+                    .map(|e| e.addr)
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
 
+/// Why a request got no response head.
+enum SendError {
+    Connect(ConnectError),
+    /// The connection failed after the request was (possibly) written.
+    Reset,
+}
+
 impl Forward {
-    /// Build the pooled client.
+    /// Build the pools. Inside a tokio runtime, a reaper task closes connections idle for
+    /// longer than `pool_idle_timeout` (it stops when the last clone of the `Forward` is gone).
     pub fn new(opts: ForwardOptions) -> Forward {
         let connector = Connector {
             timeout: opts.connect_timeout,
             limit: opts.max_connections.map(|n| Arc::new(Semaphore::new(n))),
             tls: opts.tls.map(|cfg| (TlsConnector::from(cfg), peer_name())),
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(opts.pool_idle_timeout)
-            .pool_max_idle_per_host(opts.pool_max_idle_per_endpoint)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(opts.http2)
-            .build(connector);
-        Forward {
-            client,
-            version: if opts.http2 {
-                http::Version::HTTP_2
-            } else {
-                http::Version::HTTP_11
-            },
+        let inner = Arc::new(ForwardInner {
+            connector,
+            http2: opts.http2,
+            idle_timeout: opts.pool_idle_timeout,
+            max_idle: opts.pool_max_idle_per_endpoint,
             endpoints: opts
                 .endpoints
                 .iter()
-                .filter_map(|e| Authority::try_from(e.to_string()).ok().map(|a| (*e, a)))
+                .filter_map(|e| {
+                    Authority::try_from(e.to_string())
+                        .ok()
+                        .map(|authority| EndpointPool {
+                            addr: *e,
+                            authority,
+                            idle: Mutex::new(Vec::new()),
+                            h2: Mutex::new(None),
+                        })
+                })
                 .collect(),
-            next: Arc::new(AtomicUsize::new(0)),
+            next: AtomicUsize::new(0),
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&inner);
+            let period = opts.pool_idle_timeout.max(Duration::from_millis(100));
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    inner.reap(Instant::now());
+                }
+            });
         }
+        Forward { inner }
     }
+}
 
-    fn pick(&self, requested: Option<SocketAddr>) -> Option<(SocketAddr, Authority)> {
+impl ForwardInner {
+    fn pick(&self, requested: Option<SocketAddr>) -> Option<&EndpointPool> {
         if let Some(addr) = requested {
-            return self.endpoints.iter().find(|(a, _)| *a == addr).cloned();
+            return self.endpoints.iter().find(|e| e.addr == addr);
         }
         if self.endpoints.is_empty() {
             return None;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(self.endpoints[i % self.endpoints.len()].clone())
+        self.endpoints.get(i % self.endpoints.len())
+    }
+
+    /// Close idle connections older than the idle timeout, and forget closed ones.
+    fn reap(&self, now: Instant) {
+        for ep in &self.endpoints {
+            if let Ok(mut idle) = ep.idle.lock() {
+                idle.retain(|(s, since)| {
+                    !s.is_closed()
+                        && !(s.is_ready() && now.duration_since(*since) > self.idle_timeout)
+                });
+            }
+        }
+    }
+
+    /// A listed HTTP/1.1 connection that is ready for a request.
+    fn take_ready(&self, ep: &EndpointPool) -> Option<H1> {
+        let mut idle = ep.idle.lock().ok()?;
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let (s, since) = &idle[i];
+            if s.is_closed() {
+                idle.swap_remove(i);
+            } else if s.is_ready() {
+                if since.elapsed() > self.idle_timeout {
+                    idle.swap_remove(i);
+                } else {
+                    return Some(idle.swap_remove(i).0);
+                }
+            }
+        }
+        None
+    }
+
+    /// Hand a sender back (its response head has arrived; see [`EndpointPool`]).
+    fn put_back(&self, ep: &EndpointPool, s: H1) {
+        if let Ok(mut idle) = ep.idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push((s, Instant::now()));
+        }
+    }
+
+    async fn connect(&self, ep: &EndpointPool) -> Result<UpConn, ConnectError> {
+        self.connector.connect(ep.addr).await
+    }
+
+    async fn new_h1(&self, ep: &EndpointPool) -> Result<H1, ConnectError> {
+        let io = self.connect(ep).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        sender
+            .ready()
+            .await
+            .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
+        Ok(sender)
+    }
+
+    async fn send_h1(&self, ep: &EndpointPool, req: Req) -> Result<Response<Incoming>, SendError> {
+        let (mut sender, reused) = match self.take_ready(ep) {
+            Some(s) => (s, true),
+            None => (self.new_h1(ep).await.map_err(SendError::Connect)?, false),
+        };
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                self.put_back(ep, sender);
+                Ok(resp)
+            }
+            Err(mut e) => match e.take_message() {
+                // Not written: a reused connection closed under us (the upstream's keep-alive
+                // ended). Send it once more, on a new connection.
+                Some(req) if reused => {
+                    let mut fresh = self.new_h1(ep).await.map_err(SendError::Connect)?;
+                    match fresh.try_send_request(req).await {
+                        Ok(resp) => {
+                            self.put_back(ep, fresh);
+                            Ok(resp)
+                        }
+                        Err(_) => Err(SendError::Reset),
+                    }
+                }
+                _ => Err(SendError::Reset),
+            },
+        }
+    }
+
+    async fn h2_sender(&self, ep: &EndpointPool) -> Result<H2, ConnectError> {
+        if let Ok(g) = ep.h2.lock()
+            && let Some(s) = g.as_ref()
+            && !s.is_closed()
+        {
+            return Ok(s.clone());
+        }
+        let io = self.connect(ep).await?;
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        if let Ok(mut g) = ep.h2.lock() {
+            // Two requests may have connected at once: keep the first live one.
+            match g.as_ref() {
+                Some(s) if !s.is_closed() => return Ok(s.clone()),
+                _ => *g = Some(sender.clone()),
+            }
+        }
+        Ok(sender)
+    }
+
+    async fn send_h2(&self, ep: &EndpointPool, req: Req) -> Result<Response<Incoming>, SendError> {
+        let mut sender = self.h2_sender(ep).await.map_err(SendError::Connect)?;
+        if sender.ready().await.is_err() {
+            return Err(SendError::Reset);
+        }
+        sender.send_request(req).await.map_err(|_| SendError::Reset)
+    }
+}
+
+impl Connector {
+    /// Open a connection to `addr` (connection limit, connect timeout, TLS origination).
+    async fn connect(&self, addr: SocketAddr) -> Result<UpConn, ConnectError> {
+        let permit = match &self.limit {
+            Some(sem) => Some(
+                sem.clone()
+                    .try_acquire_owned()
+                    .map_err(|_| ConnectError::Overflow)?,
+            ),
+            None => None,
+        };
+        let tcp = tokio::time::timeout(self.timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout)??;
+        tcp.set_nodelay(true)?;
+        let stream = match &self.tls {
+            None => UpStream::Plain(tcp),
+            Some((connector, name)) => {
+                let tls = tokio::time::timeout(self.timeout, connector.connect(name.clone(), tcp))
+                    .await
+                    .map_err(|_| ConnectError::Timeout)??;
+                UpStream::Tls(Box::new(tls))
+            }
+        };
+        Ok(UpConn {
+            io: TokioIo::new(stream),
+            _permit: permit,
+        })
     }
 }
 
@@ -297,21 +486,25 @@ impl tower::Service<Req> for Forward {
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let endpoint = self.pick(req.extensions().get::<Endpoint>().map(|e| e.0));
-        let client = self.client.clone();
-        let version = self.version;
+        let inner = self.inner.clone();
         Box::pin(async move {
-            let Some(endpoint) = endpoint else {
+            let requested = req.extensions().get::<Endpoint>().map(|e| e.0);
+            let Some(ep) = inner.pick(requested) else {
                 return Ok(local_reply(
                     http::StatusCode::SERVICE_UNAVAILABLE,
                     "upstream",
                     "no upstream endpoint",
                 ));
             };
-            if let Err(resp) = rewrite_for_upstream(&mut req, &endpoint, version) {
+            if let Err(resp) = rewrite_for_upstream(&mut req, &ep.authority, inner.http2) {
                 return Ok(resp);
             }
-            match client.request(req).await {
+            let sent = if inner.http2 {
+                inner.send_h2(ep, req).await
+            } else {
+                inner.send_h1(ep, req).await
+            };
+            match sent {
                 Ok(resp) => {
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
@@ -319,39 +512,33 @@ impl tower::Service<Req> for Forward {
                     let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
                     Ok(Resp::from_parts(parts, body))
                 }
-                Err(e) => {
-                    let outcome = if e.is_connect() {
-                        UpstreamOutcome::ConnectFailed
-                    } else {
-                        UpstreamOutcome::Reset
-                    };
-                    let overflow = std::error::Error::source(&e)
-                        .and_then(|s| s.downcast_ref::<ConnectError>())
-                        .is_some_and(|c| matches!(c, ConnectError::Overflow));
-                    let mut resp = if overflow {
-                        local_reply(
-                            http::StatusCode::SERVICE_UNAVAILABLE,
-                            "circuit_breaker",
-                            "upstream connection limit reached",
-                        )
-                    } else if outcome == UpstreamOutcome::ConnectFailed {
-                        local_reply(
-                            http::StatusCode::SERVICE_UNAVAILABLE,
-                            "upstream",
-                            "upstream connect error",
-                        )
-                    } else {
-                        local_reply(
-                            http::StatusCode::BAD_GATEWAY,
-                            "upstream",
-                            "upstream reset before response headers",
-                        )
-                    };
-                    resp.extensions_mut().insert(outcome);
-                    if overflow {
-                        resp.extensions_mut()
-                            .insert(crate::policy::circuit::Overflow);
-                    }
+                Err(SendError::Connect(ConnectError::Overflow)) => {
+                    let mut resp = local_reply(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "circuit_breaker",
+                        "upstream connection limit reached",
+                    );
+                    resp.extensions_mut().insert(UpstreamOutcome::ConnectFailed);
+                    resp.extensions_mut()
+                        .insert(crate::policy::circuit::Overflow);
+                    Ok(resp)
+                }
+                Err(SendError::Connect(_)) => {
+                    let mut resp = local_reply(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream",
+                        "upstream connect error",
+                    );
+                    resp.extensions_mut().insert(UpstreamOutcome::ConnectFailed);
+                    Ok(resp)
+                }
+                Err(SendError::Reset) => {
+                    let mut resp = local_reply(
+                        http::StatusCode::BAD_GATEWAY,
+                        "upstream",
+                        "upstream reset before response headers",
+                    );
+                    resp.extensions_mut().insert(UpstreamOutcome::Reset);
                     Ok(resp)
                 }
             }
@@ -359,13 +546,10 @@ impl tower::Service<Req> for Forward {
     }
 }
 
-/// Point the request at `endpoint`: absolute URI for the client, Host kept (or derived from
-/// an HTTP/2 `:authority`), hop-by-hop headers removed, `version` towards the upstream.
-fn rewrite_for_upstream(
-    req: &mut Req,
-    endpoint: &(SocketAddr, Authority),
-    version: http::Version,
-) -> Result<(), Resp> {
+/// Point the request at `authority`: HTTP/1.1 gets the origin form (`/path?query`) with the
+/// client's `Host` kept (or derived from an HTTP/2 `:authority`); HTTP/2 gets the absolute
+/// form its pseudo-headers come from. Hop-by-hop headers are removed.
+fn rewrite_for_upstream(req: &mut Req, authority: &Authority, http2: bool) -> Result<(), Resp> {
     let bad = || {
         local_reply(
             http::StatusCode::BAD_REQUEST,
@@ -373,26 +557,33 @@ fn rewrite_for_upstream(
             "request URI cannot be forwarded",
         )
     };
-    if !req.headers().contains_key(http::header::HOST)
-        && let Some(a) = req.uri().authority()
-        && let Ok(v) = http::HeaderValue::from_str(a.as_str())
-    {
-        req.headers_mut().insert(http::header::HOST, v);
+    if !req.headers().contains_key(http::header::HOST) {
+        let host = req
+            .uri()
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| http::HeaderValue::from_str(authority.as_str()).ok());
+        if let Some(v) = host {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
     }
     let path_and_query = req
         .uri()
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let authority = endpoint.1.clone();
-    let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| bad())?;
-    *req.uri_mut() = uri;
-    *req.version_mut() = version;
+    let mut parts = http::uri::Parts::default();
+    if http2 {
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(authority.clone());
+    }
+    parts.path_and_query = Some(path_and_query);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| bad())?;
+    *req.version_mut() = if http2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
     strip_hop_by_hop(req.headers_mut());
     Ok(())
 }
