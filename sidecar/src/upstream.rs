@@ -326,10 +326,10 @@ impl ForwardInner {
     fn reap(&self, now: Instant) {
         for ep in &self.endpoints {
             if let Ok(mut idle) = ep.idle.lock() {
-                idle.retain(|(s, since)| {
-                    !s.is_closed()
-                        && !(s.is_ready() && now.duration_since(*since) > self.idle_timeout)
-                });
+                let expired = |s: &H1, since: Instant| {
+                    s.is_ready() && now.duration_since(since) > self.idle_timeout
+                };
+                idle.retain(|(s, since)| !(s.is_closed() || expired(s, *since)));
             }
         }
     }
