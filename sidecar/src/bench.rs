@@ -189,6 +189,43 @@ pub struct Measurement {
     /// really adds to a node; the rest is mostly the executable's pages, shared by every
     /// proxy running the same binary.
     pub idle_anon_kib: Option<u64>,
+    /// CPU per request over nginx's, paired by round (see [`run_suite`]): the median, lowest
+    /// and highest of the per-round ratios. None without nginx or for nginx and `direct`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x_nginx_paired: Option<PairedRatio>,
+}
+
+/// Ratios of one target's CPU per request to nginx's measured in the same round.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PairedRatio {
+    /// Median over rounds.
+    pub median: f64,
+    /// Lowest round.
+    pub min: f64,
+    /// Highest round.
+    pub max: f64,
+}
+
+impl PairedRatio {
+    /// From the per-round ratios (None when empty).
+    pub fn of(mut ratios: Vec<f64>) -> Option<PairedRatio> {
+        ratios.retain(|r| r.is_finite());
+        if ratios.is_empty() {
+            return None;
+        }
+        ratios.sort_by(f64::total_cmp);
+        let n = ratios.len();
+        let median = if n % 2 == 1 {
+            ratios[n / 2]
+        } else {
+            (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+        };
+        Some(PairedRatio {
+            median,
+            min: ratios[0],
+            max: ratios[n - 1],
+        })
+    }
 }
 
 /// Harness errors.
@@ -544,6 +581,7 @@ impl Harness {
                 startup_ms,
                 idle_rss_kib,
                 idle_anon_kib,
+                x_nginx_paired: None,
             }, samples))
         });
         if let Some(p) = proc {
@@ -1105,7 +1143,8 @@ pub fn handshake_line(c: &HandshakeCost) -> String {
 /// of `repeats` runs, and the repeats are interleaved (round r measures every target once
 /// before round r + 1 starts), so that a change in machine load from other work hits all
 /// targets alike instead of one target's whole series: ratios between targets (x nginx) are
-/// what the load moves least.
+/// what the load moves least. Each sidecar point also carries the median and range of its
+/// per-round ratios to nginx ([`Measurement::x_nginx_paired`]).
 pub fn run_suite(
     h: &Harness,
     rates: &[u64],
@@ -1128,7 +1167,26 @@ pub fn run_suite(
                 slot.push(h.measure_target(t, rate, duration)?);
             }
         }
+        // Per-round ratios to nginx: both measured back to back, so a load change between
+        // rounds moves numerator and denominator together.
+        let paired: Vec<Option<PairedRatio>> = runs
+            .iter()
+            .enumerate()
+            .map(|(t, series)| {
+                let nginx = with_nginx.then(|| &runs[1]).filter(|_| t >= 2)?;
+                PairedRatio::of(
+                    series
+                        .iter()
+                        .zip(nginx)
+                        .filter_map(|(m, n)| Some(m.cpu_us_per_request? / n.cpu_us_per_request?))
+                        .collect(),
+                )
+            })
+            .collect();
         let mut row: Vec<Measurement> = runs.into_iter().map(median_run).collect();
+        for (m, p) in row.iter_mut().zip(paired) {
+            m.x_nginx_paired = p;
+        }
         let direct = row[0].clone();
         progress(&direct);
         for m in row.iter_mut().skip(1) {
@@ -1213,10 +1271,11 @@ pub fn soak_verdict(
     Ok(())
 }
 
-/// Render measurements as a Markdown table, with CPU ratios against nginx at the same rate.
+/// Render measurements as a Markdown table, with CPU ratios against nginx at the same rate:
+/// the ratio of the medians, and the median (lowest-highest) of the per-round ratios.
 pub fn table(ms: &[Measurement]) -> String {
     let mut s = String::from(
-        "| rate | target | ok/sent | CPU us/req | x nginx | p50 us | p99 us | added p50 us | added p99 us | RSS MB | start-up ms |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| rate | target | ok/sent | CPU us/req | x nginx | x nginx paired (range) | p50 us | p99 us | added p50 us | added p99 us | RSS MB | start-up ms |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for m in ms {
         let nginx = ms
@@ -1231,14 +1290,19 @@ pub fn table(ms: &[Measurement]) -> String {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
             _ => "-".into(),
         };
+        let paired = m.x_nginx_paired.map_or_else(
+            || "-".into(),
+            |p| format!("{:.2} ({:.2}-{:.2})", p.median, p.min, p.max),
+        );
         s += &format!(
-            "| {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             m.rate_rps,
             m.target,
             m.ok,
             m.sent,
             opt(m.cpu_us_per_request, 1),
             ratio,
+            paired,
             m.latency_p50_us,
             m.latency_p99_us,
             m.added_p50_us
@@ -1281,7 +1345,17 @@ mod tests {
             startup_ms: Some(5.0),
             idle_rss_kib: None,
             idle_anon_kib: None,
+            x_nginx_paired: None,
         }
+    }
+
+    #[test]
+    fn paired_ratio_takes_the_median_and_range_of_the_rounds() {
+        let p = PairedRatio::of(vec![1.2, 0.9, 1.0]).unwrap();
+        assert_eq!((p.median, p.min, p.max), (1.0, 0.9, 1.2));
+        let even = PairedRatio::of(vec![1.0, 2.0, f64::NAN, 3.0, 4.0]).unwrap();
+        assert_eq!(even.median, 2.5);
+        assert!(PairedRatio::of(vec![]).is_none());
     }
 
     const FLAT: [u64; 8] = [

@@ -98,6 +98,7 @@ mod tests {
             startup_ms: Some(3.0),
             idle_rss_kib: None,
             idle_anon_kib: None,
+            x_nginx_paired: None,
         };
         let direct = Measurement {
             target: "direct".into(),
