@@ -512,33 +512,33 @@ impl tower::Service<Req> for Forward {
                     let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
                     Ok(Resp::from_parts(parts, body))
                 }
-                Err(SendError::Connect(ConnectError::Overflow)) => {
-                    let mut resp = local_reply(
-                        http::StatusCode::SERVICE_UNAVAILABLE,
-                        "circuit_breaker",
-                        "upstream connection limit reached",
-                    );
-                    resp.extensions_mut().insert(UpstreamOutcome::ConnectFailed);
-                    resp.extensions_mut()
-                        .insert(crate::policy::circuit::Overflow);
-                    Ok(resp)
-                }
-                Err(SendError::Connect(_)) => {
-                    let mut resp = local_reply(
-                        http::StatusCode::SERVICE_UNAVAILABLE,
-                        "upstream",
-                        "upstream connect error",
-                    );
-                    resp.extensions_mut().insert(UpstreamOutcome::ConnectFailed);
-                    Ok(resp)
-                }
-                Err(SendError::Reset) => {
-                    let mut resp = local_reply(
-                        http::StatusCode::BAD_GATEWAY,
-                        "upstream",
-                        "upstream reset before response headers",
-                    );
-                    resp.extensions_mut().insert(UpstreamOutcome::Reset);
+                Err(e) => {
+                    let (status, by, msg, outcome) = match &e {
+                        SendError::Connect(ConnectError::Overflow) => (
+                            http::StatusCode::SERVICE_UNAVAILABLE,
+                            "circuit_breaker",
+                            "upstream connection limit reached",
+                            UpstreamOutcome::ConnectFailed,
+                        ),
+                        SendError::Connect(_) => (
+                            http::StatusCode::SERVICE_UNAVAILABLE,
+                            "upstream",
+                            "upstream connect error",
+                            UpstreamOutcome::ConnectFailed,
+                        ),
+                        SendError::Reset => (
+                            http::StatusCode::BAD_GATEWAY,
+                            "upstream",
+                            "upstream reset before response headers",
+                            UpstreamOutcome::Reset,
+                        ),
+                    };
+                    let mut resp = local_reply(status, by, msg);
+                    resp.extensions_mut().insert(outcome);
+                    if matches!(e, SendError::Connect(ConnectError::Overflow)) {
+                        resp.extensions_mut()
+                            .insert(crate::policy::circuit::Overflow);
+                    }
                     Ok(resp)
                 }
             }

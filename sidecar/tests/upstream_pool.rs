@@ -64,35 +64,27 @@ async fn concurrent_requests_get_their_own_connections_and_all_are_reused_later(
     assert!(sc.shutdown().await);
 }
 
+/// Two requests 400 ms apart through a sidecar with `extra` config: upstream connections used.
+async fn connections_for_two_requests_with_a_pause(extra: &str) -> usize {
+    let up = upstream().await;
+    let sc = sidecar(up.addr, extra).await;
+    for path in ["/a", "/b"] {
+        assert_eq!(
+            send(sc.inbound, get(path)).await.expect("reply").status,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(sc.shutdown().await);
+    conns(&up)
+}
+
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
-    let up = upstream().await;
-    let sc = sidecar(up.addr, "[upstream]\npool_idle_timeout_ms = 100\n").await;
-    assert_eq!(
-        send(sc.inbound, get("/a")).await.expect("reply").status,
-        200
-    );
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        send(sc.inbound, get("/b")).await.expect("reply").status,
-        200
-    );
-    assert_eq!(conns(&up), 2, "the idle connection expired");
+    let expired = "[upstream]\npool_idle_timeout_ms = 100\n";
+    assert_eq!(connections_for_two_requests_with_a_pause(expired).await, 2);
     // Control: the default idle timeout (90 s) keeps it over the same pause.
-    let up2 = upstream().await;
-    let sc2 = sidecar(up2.addr, "").await;
-    assert_eq!(
-        send(sc2.inbound, get("/a")).await.expect("reply").status,
-        200
-    );
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        send(sc2.inbound, get("/b")).await.expect("reply").status,
-        200
-    );
-    assert_eq!(conns(&up2), 1);
-    assert!(sc.shutdown().await);
-    assert!(sc2.shutdown().await);
+    assert_eq!(connections_for_two_requests_with_a_pause("").await, 1);
 }
 
 #[tokio::test]
