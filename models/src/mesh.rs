@@ -375,8 +375,9 @@ pub struct PolicyParams {
     #[serde(default)]
     pub mtls_key_algorithm: MtlsKeyAlgorithm,
     /// The authorization rules match the caller's identity (Istio `AuthorizationPolicy`
-    /// `source.principals` / `namespaces`, Linkerd `MeshTLSAuthentication`). Only a verified
-    /// mTLS peer certificate carries that identity, so with `authz` on, the proxies speak mTLS
+    /// `source.principals` / `namespaces`, "mTLS-only fields" per ISTIO-SECURITY-2021-004;
+    /// Linkerd `MeshTLSAuthentication`). Only a verified mTLS peer certificate carries that
+    /// identity, so with `authz` on, the proxies speak mTLS
     /// (handshake per new connection, per-request TLS cost) even when the `mtls` policy itself
     /// (strict peer authentication) is off. See [`MeshProfile::effective_policy_mask`].
     #[serde(default)]
