@@ -335,6 +335,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         .map(|(j, r)| (j.scenario.clone(), j.replication, r.2))
         .collect();
     let ablation = ablation_table(&summaries, &stats, fitted);
+    let traversals = TraversalCheck::of(&stats, fitted, ablation_base.cluster.network_hop_us);
     write_atomic(
         &out.join("policy_ablation.csv"),
         ablation_csv(&ablation).as_bytes(),
@@ -363,7 +364,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         &figures,
         (&cs_none, &cs_istio),
         (&tipping, fitted),
-        (&ablation, &reference),
+        (&ablation, &reference, &traversals),
         wall.elapsed().as_secs_f64(),
     );
     write_atomic(&out.join("report.md"), report.as_bytes())?;
@@ -630,6 +631,54 @@ fn ablation_metrics(summary: &Value, stats: &RunStats) -> [f64; ABLATION_METRICS
         metric(summary, "slowdown.p95"),
         metric(summary, "xds.bytes") / 1e6,
     ]
+}
+
+/// The paper's "Istio without policies costs about one extra network stack traversal per
+/// invocation", checked at [`ABLATION_WRITES`] (away from the tipping point): how much the
+/// mean proxy overhead of a warm invocation grows from no-mesh to istio, paired by
+/// replication, in units of the config's `cluster.network_hop_us`.
+struct TraversalCheck {
+    /// Per-replication istio minus no-mesh warm overhead, us.
+    diffs: Vec<f64>,
+    hop_us: u64,
+}
+
+impl TraversalCheck {
+    fn of(stats: &[(String, u32, RunStats)], base_writes: f64, hop_us: u64) -> TraversalCheck {
+        let overhead = |name: &str, r: u32| {
+            stats
+                .iter()
+                .find(|s| s.0 == name && s.1 == r)
+                .map(|s| s.2.warm_overhead_us)
+        };
+        let istio = tip_name("istio", ABLATION_WRITES, base_writes);
+        let none = tip_name("no-mesh", ABLATION_WRITES, base_writes);
+        let diffs = stats
+            .iter()
+            .filter(|s| s.0 == istio)
+            .filter_map(|s| Some(overhead(&istio, s.1)? - overhead(&none, s.1)?))
+            .filter(|d| d.is_finite())
+            .collect();
+        TraversalCheck { diffs, hop_us }
+    }
+
+    fn md(&self, s: &mut String) {
+        if self.diffs.is_empty() || self.hop_us == 0 {
+            return;
+        }
+        let (mean, ci) = mean_ci95(&self.diffs);
+        let _ = writeln!(
+            s,
+            "istio without policies vs no-mesh, at {ABLATION_WRITES} writes/s: a warm invocation's \
+             proxy overhead grows by {}{} us, {:.1} network traversals of \
+             `cluster.network_hop_us` = {} us (the paper: about one extra traversal per \
+             invocation; see sim/README.md, \"Not reached\").\n",
+            fmt(mean),
+            ci.map_or_else(String::new, |h| format!(" ± {}", fmt(h))),
+            mean / self.hop_us as f64,
+            self.hop_us
+        );
+    }
 }
 
 /// The ablation's paired differences, per policy and mode (policies in [`POLICIES`] order,
@@ -1108,7 +1157,7 @@ fn report_md(
         &[meshsim_sim::coldstart::ColdStartPoint],
     ),
     (tipping, fitted_writes): (&[TipCell], f64),
-    (ablation, reference): (&[AblationRow], &ReferenceCosts),
+    (ablation, reference, traversals): (&[AblationRow], &ReferenceCosts, &TraversalCheck),
     wall_s: f64,
 ) -> String {
     let mut s = String::new();
@@ -1182,6 +1231,7 @@ fn report_md(
         ratio("istio-policies", "slowdown.p50"),
         ratio("istio-policies", "slowdown.p95")
     );
+    traversals.md(&mut s);
     let _ = writeln!(
         s,
         "## Cold starts\n\n| rate (1/s) | no-mesh p50 (s) | no-mesh achieved (1/s) | istio p50 (s) | istio achieved (1/s) |\n|---|---|---|---|---|"
