@@ -645,18 +645,15 @@ struct TraversalCheck {
 
 impl TraversalCheck {
     fn of(stats: &[(String, u32, RunStats)], base_writes: f64, hop_us: u64) -> TraversalCheck {
-        let overhead = |name: &str, r: u32| {
-            stats
-                .iter()
-                .find(|s| s.0 == name && s.1 == r)
-                .map(|s| s.2.warm_overhead_us)
-        };
         let istio = tip_name("istio", ABLATION_WRITES, base_writes);
         let none = tip_name("no-mesh", ABLATION_WRITES, base_writes);
         let diffs = stats
             .iter()
             .filter(|s| s.0 == istio)
-            .filter_map(|s| Some(overhead(&istio, s.1)? - overhead(&none, s.1)?))
+            .filter_map(|s| {
+                let base = stats.iter().find(|b| b.0 == none && b.1 == s.1)?;
+                Some(s.2.warm_overhead_us - base.2.warm_overhead_us)
+            })
             .filter(|d| d.is_finite())
             .collect();
         TraversalCheck { diffs, hop_us }
@@ -813,6 +810,9 @@ struct ReferenceCosts {
     marginal_cpu_us: [f64; 9],
     /// The istio profile's factor from reference CPU to per-hop CPU.
     cpu_scale: f64,
+    /// The istio profile's authz needs the mTLS peer identity
+    /// (`policy.authz_needs_peer_identity`), so authz alone runs over mTLS.
+    authz_brings_mtls: bool,
 }
 
 impl ReferenceCosts {
@@ -832,6 +832,7 @@ impl ReferenceCosts {
             activation_cpu_us: costs.cpu.activation,
             marginal_cpu_us: costs.cpu.marginal,
             cpu_scale: dp.scales(&costs).0,
+            authz_brings_mtls: profile.policy.authz_needs_peer_identity,
         })
     }
 }
@@ -924,9 +925,7 @@ fn ablation_md(s: &mut String, rows: &[AblationRow], reference: &ReferenceCosts)
             .find(|(i, _)| POLICIES[*i] == p)
             .map_or(0, |x| x.1)
     };
-    // Identity-based authz runs over mTLS (`policy.authz_needs_peer_identity`).
-    let authz_brings_mtls = meshsim_models::mesh::MeshProfile::builtin("istio")
-        .is_ok_and(|p| p.policy.authz_needs_peer_identity);
+    let authz_brings_mtls = reference.authz_brings_mtls;
     let no_marginal: Vec<&str> = POLICIES
         .iter()
         .zip(&reference.marginal_cpu_us)

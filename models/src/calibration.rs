@@ -499,6 +499,11 @@ pub fn policy_index(name: &str) -> Option<usize> {
     POLICIES.iter().position(|p| *p == name)
 }
 
+/// The bit of policy `name` in a mask over [`POLICIES`] (0 for an unknown name).
+pub fn policy_bit(name: &str) -> u16 {
+    policy_index(name).map_or(0, |i| 1 << i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::calibration::{POLICIES, policy_index};
+use crate::calibration::{POLICIES, policy_bit, policy_index};
 use crate::xds_sizes::Scope;
 use crate::{Check, ConfigError};
 
@@ -477,10 +477,7 @@ impl MeshProfile {
 
     /// The enabled policies as a bit mask over [`POLICIES`].
     pub fn policy_mask(&self) -> u16 {
-        self.policies
-            .iter()
-            .filter_map(|p| policy_index(p))
-            .fold(0, |m, i| m | (1 << i))
+        self.policies.iter().fold(0, |m, p| m | policy_bit(p))
     }
 
     /// The policies the data plane runs, as a bit mask over [`POLICIES`]: the enabled ones
@@ -488,9 +485,8 @@ impl MeshProfile {
     /// caller's identity (`policy.authz_needs_peer_identity`), which only mTLS provides.
     pub fn effective_policy_mask(&self) -> u16 {
         let mask = self.policy_mask();
-        let bit = |p: &str| policy_index(p).map_or(0, |i| 1u16 << i);
-        if self.policy.authz_needs_peer_identity && mask & bit("authz") != 0 {
-            mask | bit("mtls")
+        if self.policy.authz_needs_peer_identity && mask & policy_bit("authz") != 0 {
+            mask | policy_bit("mtls")
         } else {
             mask
         }
@@ -820,7 +816,7 @@ mod tests {
             .resolve()
             .unwrap()
         };
-        let bit = |p: &str| 1u16 << policy_index(p).unwrap();
+        let bit = policy_bit;
         // Istio's rules match source principals: the mTLS identity comes along.
         let istio = authz("istio");
         assert!(istio.policy.authz_needs_peer_identity);

@@ -322,33 +322,33 @@ impl ForwardInner {
         self.endpoints.get(i % self.endpoints.len())
     }
 
+    /// A listed connection to drop: closed, or ready (idle) for longer than the idle timeout.
+    fn stale(&self, s: &H1, since: Instant, now: Instant) -> bool {
+        s.is_closed() || (s.is_ready() && now.duration_since(since) > self.idle_timeout)
+    }
+
     /// Close idle connections older than the idle timeout, and forget closed ones.
     fn reap(&self, now: Instant) {
         for ep in &self.endpoints {
             if let Ok(mut idle) = ep.idle.lock() {
-                let expired = |s: &H1, since: Instant| {
-                    s.is_ready() && now.duration_since(since) > self.idle_timeout
-                };
-                idle.retain(|(s, since)| !(s.is_closed() || expired(s, *since)));
+                idle.retain(|(s, since)| !self.stale(s, *since, now));
             }
         }
     }
 
-    /// A listed HTTP/1.1 connection that is ready for a request.
+    /// A listed HTTP/1.1 connection that is ready for a request (stale ones are dropped on
+    /// the way).
     fn take_ready(&self, ep: &EndpointPool) -> Option<H1> {
         let mut idle = ep.idle.lock().ok()?;
+        let now = Instant::now();
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
             let (s, since) = &idle[i];
-            if s.is_closed() {
+            if self.stale(s, *since, now) {
                 idle.swap_remove(i);
             } else if s.is_ready() {
-                if since.elapsed() > self.idle_timeout {
-                    idle.swap_remove(i);
-                } else {
-                    return Some(idle.swap_remove(i).0);
-                }
+                return Some(idle.swap_remove(i).0);
             }
         }
         None
@@ -363,50 +363,44 @@ impl ForwardInner {
         }
     }
 
-    async fn connect(&self, ep: &EndpointPool) -> Result<UpConn, ConnectError> {
-        self.connector.connect(ep.addr).await
-    }
-
     async fn new_h1(&self, ep: &EndpointPool) -> Result<H1, ConnectError> {
-        let io = self.connect(ep).await?;
+        let io = self.connector.connect(ep.addr).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
+            .map_err(handshake_error)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        sender
-            .ready()
-            .await
-            .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
+        sender.ready().await.map_err(handshake_error)?;
         Ok(sender)
     }
 
-    async fn send_h1(&self, ep: &EndpointPool, req: Req) -> Result<Response<Incoming>, SendError> {
-        let (mut sender, reused) = match self.take_ready(ep) {
+    async fn send_h1(
+        &self,
+        ep: &EndpointPool,
+        mut req: Req,
+    ) -> Result<Response<Incoming>, SendError> {
+        let (mut sender, mut reused) = match self.take_ready(ep) {
             Some(s) => (s, true),
             None => (self.new_h1(ep).await.map_err(SendError::Connect)?, false),
         };
-        match sender.try_send_request(req).await {
-            Ok(resp) => {
-                self.put_back(ep, sender);
-                Ok(resp)
-            }
-            Err(mut e) => match e.take_message() {
-                // Not written: a reused connection closed under us (the upstream's keep-alive
-                // ended). Send it once more, on a new connection.
-                Some(req) if reused => {
-                    let mut fresh = self.new_h1(ep).await.map_err(SendError::Connect)?;
-                    match fresh.try_send_request(req).await {
-                        Ok(resp) => {
-                            self.put_back(ep, fresh);
-                            Ok(resp)
-                        }
-                        Err(_) => Err(SendError::Reset),
-                    }
+        loop {
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.put_back(ep, sender);
+                    return Ok(resp);
                 }
-                _ => Err(SendError::Reset),
-            },
+                Err(mut e) => match e.take_message() {
+                    // Not written: a reused connection closed under us (the upstream's
+                    // keep-alive ended). Send it once more, on a new connection.
+                    Some(unsent) if reused => {
+                        req = unsent;
+                        sender = self.new_h1(ep).await.map_err(SendError::Connect)?;
+                        reused = false;
+                    }
+                    _ => return Err(SendError::Reset),
+                },
+            }
         }
     }
 
@@ -417,12 +411,12 @@ impl ForwardInner {
         {
             return Ok(s.clone());
         }
-        let io = self.connect(ep).await?;
+        let io = self.connector.connect(ep.addr).await?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)
             .await
-            .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
+            .map_err(handshake_error)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -443,6 +437,11 @@ impl ForwardInner {
         }
         sender.send_request(req).await.map_err(|_| SendError::Reset)
     }
+}
+
+/// A failed HTTP handshake on a new connection counts as a connect failure.
+fn handshake_error(e: hyper::Error) -> ConnectError {
+    ConnectError::Io(std::io::Error::other(e))
 }
 
 impl Connector {

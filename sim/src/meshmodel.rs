@@ -60,7 +60,7 @@ use crate::mesh::{
 };
 use crate::metrics::{FailureReason, PayloadBytes, XdsSummary};
 use crate::time::{MS, SimTime, US};
-use meshsim_models::calibration::{CalibrationFile, policy_index};
+use meshsim_models::calibration::{CalibrationFile, policy_bit};
 use meshsim_models::mesh::{ControlPlaneKind, DataPlaneKind, MeshProfile};
 use meshsim_models::xds_sizes::{PolicySet, Scope, View, XdsSizes};
 use meshsim_models::{ConfigError, SimConfig};
@@ -234,7 +234,7 @@ impl MeshModel {
         let dp = &profile.data_plane;
         // Identity-based authz runs over mTLS even when the mtls policy is off.
         let mask = profile.effective_policy_mask();
-        let has = |p: &str| policy_index(p).is_some_and(|i| mask & (1 << i) != 0);
+        let has = |p: &str| mask & policy_bit(p) != 0;
         let hop_ns = cfg.cluster.network_hop_us * US;
         let active = dp.kind != DataPlaneKind::None;
         let costs = if active {
@@ -245,8 +245,8 @@ impl MeshModel {
         let mut pod_hop = SidecarHop::default();
         let mut activator_hop = None;
         let mut waypoint_cpu_ns = 0;
-        let rl_bit = policy_index("rate_limit").map_or(0, |i| 1u16 << i);
-        let mtls_bit = policy_index("mtls").map_or(0, |i| 1u16 << i);
+        let rl_bit = policy_bit("rate_limit");
+        let mtls_bit = policy_bit("mtls");
         let mtls = active && has("mtls");
         let (mut handshake_ns, mut handshake_latency_ns) = (0, 0);
         let (mut recompile_ns, mut module_release_ns) = (0, 0);
