@@ -168,3 +168,24 @@ fn the_slurm_example_runs_as_a_job_array() {
     ok(&["sweep", "--grid", &g, "--out", whole.to_str().unwrap()]);
     assert!(frame(&whole.join("sweep.parquet")).equals_missing(&frame(&merged)));
 }
+
+#[test]
+fn the_shipped_grids_are_valid() {
+    // Every grid in examples/sweep/ parses, its base config resolves relative to the grid
+    // file, and every point's config validates (what `meshsim sweep` checks before running).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sweep");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let g = meshsim_experiments::sweep::Grid::from_file(&path)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            assert!(!g.points().is_empty(), "{}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2,
+        "expected grid.toml and tipping.toml, found {checked}"
+    );
+}
