@@ -1,21 +1,34 @@
-//! (3) JWT request authentication (jsonwebtoken, aws-lc-rs backend).
+//! (3) JWT request authentication (jsonwebtoken for the JWKS and the JOSE header, aws-lc-rs
+//! for the signature).
 //!
 //! `Authorization: Bearer <jwt>` is required. The key is chosen by `kid` from a JWKS file;
 //! each key accepts exactly one algorithm (RS256 for RSA, ES256 for P-256, or the JWK's `alg`),
 //! so `alg: none`, HS256-with-the-RSA-public-key and any other algorithm confusion are refused
-//! before a signature is looked at. `iss`, `aud`, `exp` and `nbf` are required and checked.
-//! Selected claims are forwarded upstream as `x-jwt-claim-<name>`; the token itself is removed.
+//! before a signature is looked at. `iss`, `aud` and `exp` are required; `exp` and `nbf` are
+//! checked with the configured leeway. Selected claims are forwarded upstream as
+//! `x-jwt-claim-<name>`; the token itself is removed.
+//!
+//! Why not `jsonwebtoken::decode`: it builds the public key from the JWK's bytes on every call
+//! (for RSA, aws-lc then recomputes the modulus's Montgomery context each time), decodes the
+//! header twice and the claims twice. Here each JWK is parsed once, at load, into an aws-lc-rs
+//! [`ParsedPublicKey`] (the same verification algorithms jsonwebtoken's aws-lc backend uses:
+//! `RSA_PKCS1_2048_8192_SHA256`, `ECDSA_P256_SHA256_FIXED`), and the token's parts are decoded
+//! once. The claim checks follow jsonwebtoken's `validate` (same rules, same order); the
+//! security matrix in `tests/suite/policies.rs` and the unit tests below pin them.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderName, HeaderValue, StatusCode};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey, Header};
 use serde_json::{Map, Value};
 
 use super::Check;
@@ -52,8 +65,8 @@ pub enum JwksError {
 struct Key {
     kid: Option<String>,
     alg: Algorithm,
-    key: DecodingKey,
-    validation: Validation,
+    /// Parsed once at load; verification reuses it (and, for RSA, its Montgomery context).
+    key: ParsedPublicKey,
 }
 
 /// Claim headers to forward upstream.
@@ -65,6 +78,8 @@ type TokenCache = Mutex<HashMap<String, (ClaimHeaders, u64, u64)>>;
 pub struct Jwt {
     keys: Vec<Key>,
     forward: Vec<(String, HeaderName)>,
+    issuer: String,
+    audiences: Vec<String>,
     leeway_s: u64,
     cache: Option<TokenCache>,
     cache_entries: usize,
@@ -93,6 +108,32 @@ fn key_alg(jwk: &Jwk) -> Option<Algorithm> {
     }
 }
 
+/// The JWK's public key, parsed once for the key's one algorithm.
+fn parse_key(alg: Algorithm, key: &DecodingKey) -> Result<ParsedPublicKey, String> {
+    let parsed = match (alg, key.kind()) {
+        (Algorithm::RS256, DecodingKeyKind::RsaModulusExponent { n, e }) => {
+            // The algorithm checks the modulus size only when verifying; refuse it here.
+            let significant = &n[n.iter().take_while(|b| **b == 0).count()..];
+            let bits = (significant.len() * 8).saturating_sub(
+                significant
+                    .first()
+                    .map_or(8, |b| b.leading_zeros() as usize),
+            );
+            if !(2048..=8192).contains(&bits) {
+                return Err(format!(
+                    "RS256 needs a 2048- to 8192-bit modulus, this one has {bits} bits"
+                ));
+            }
+            RsaPublicKeyComponents { n, e }.to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
+        }
+        (Algorithm::ES256, DecodingKeyKind::SecretOrDer(point)) => {
+            ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+        }
+        _ => return Err(format!("a {alg:?} key must be an {alg:?} JWK")),
+    };
+    parsed.map_err(|e| format!("unusable {alg:?} public key: {e}"))
+}
+
 impl Jwt {
     /// Load the JWKS named by the policy.
     pub fn new(policy: &JwtPolicy) -> Result<Jwt, JwksError> {
@@ -119,20 +160,12 @@ impl Jwt {
             };
             let alg =
                 key_alg(jwk).ok_or_else(|| key_err("only RS256 and ES256 keys are supported"))?;
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| key_err(&e.to_string()))?;
-            let mut validation = Validation::new(alg);
-            validation.algorithms = vec![alg];
-            validation.set_issuer(&[&policy.issuer]);
-            validation.set_audience(&policy.audiences);
-            validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-            validation.validate_exp = true;
-            validation.validate_nbf = true;
-            validation.leeway = policy.leeway_s;
+            let decoding = DecodingKey::from_jwk(jwk).map_err(|e| key_err(&e.to_string()))?;
+            let key = parse_key(alg, &decoding).map_err(|e| key_err(&e))?;
             keys.push(Key {
                 kid: jwk.common.key_id.clone(),
                 alg,
                 key,
-                validation,
             });
         }
         if keys.is_empty() {
@@ -154,6 +187,8 @@ impl Jwt {
         Ok(Jwt {
             keys,
             forward,
+            issuer: policy.issuer.clone(),
+            audiences: policy.audiences.clone(),
             leeway_s: policy.leeway_s,
             cache: (policy.cache_entries > 0).then(|| Mutex::new(HashMap::new())),
             cache_entries: policy.cache_entries,
@@ -161,6 +196,12 @@ impl Jwt {
     }
 
     fn verify(&self, token: &str) -> Result<(ClaimHeaders, u64, u64), &'static str> {
+        // Compact serialisation: exactly three base64url parts.
+        let (message, signature) = token.rsplit_once('.').ok_or("malformed token")?;
+        let (_, payload) = message.split_once('.').ok_or("malformed token")?;
+        if payload.contains('.') {
+            return Err("malformed token");
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token")?;
         let key = match &header.kid {
             Some(kid) => self
@@ -174,19 +215,18 @@ impl Jwt {
         if header.alg != key.alg {
             return Err("algorithm not allowed for this key");
         }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired",
-                jsonwebtoken::errors::ErrorKind::ImmatureSignature => "token not yet valid",
-                jsonwebtoken::errors::ErrorKind::InvalidIssuer => "wrong issuer",
-                jsonwebtoken::errors::ErrorKind::InvalidAudience => "wrong audience",
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => "bad signature",
-                jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(_) => "missing claim",
-                _ => "invalid token",
-            })?;
-        let claims = data.claims;
-        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-        let nbf = claims.get("nbf").and_then(Value::as_u64).unwrap_or(0);
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| "bad signature")?;
+        key.key
+            .verify_sig(message.as_bytes(), &signature)
+            .map_err(|_| "bad signature")?;
+        let claims: Map<String, Value> = URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .ok_or("invalid token")?;
+        let (exp, nbf) = self.validate(&claims, now_s())?;
         let mut headers = Vec::with_capacity(self.forward.len());
         for (claim, name) in &self.forward {
             let text = match claims.get(claim) {
@@ -199,6 +239,74 @@ impl Jwt {
             }
         }
         Ok((headers, exp, nbf))
+    }
+
+    /// The registered-claim checks of `jsonwebtoken::decode` with `exp`, `iss` and `aud`
+    /// required, `exp` and `nbf` validated, and the policy's leeway, in its order: required
+    /// claims (a claim of the wrong type counts as missing), `exp`/`nbf` format, expiry,
+    /// not-before, issuer (a string, or an array of which one matches), audience (a string or
+    /// an array, one of which is among the policy's audiences). The (`exp`, `nbf`) for the
+    /// cache.
+    fn validate(&self, claims: &Map<String, Value>, now: u64) -> Result<(u64, u64), &'static str> {
+        enum Claim<'a> {
+            Absent,
+            Malformed,
+            Str(&'a str),
+            Strs(Vec<&'a str>),
+            Num(u64),
+        }
+        let claim = |name: &str| match claims.get(name) {
+            None | Some(Value::Null) => Claim::Absent,
+            Some(Value::String(s)) => Claim::Str(s),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(Value::as_str)
+                .collect::<Option<Vec<_>>>()
+                .map_or(Claim::Malformed, Claim::Strs),
+            Some(v) => v.as_u64().map_or(Claim::Malformed, Claim::Num),
+        };
+        let (exp, nbf, iss, aud) = (claim("exp"), claim("nbf"), claim("iss"), claim("aud"));
+        let present = |c: &Claim<'_>, numeric: bool| match c {
+            Claim::Num(_) => numeric,
+            Claim::Str(_) | Claim::Strs(_) => !numeric,
+            Claim::Absent | Claim::Malformed => false,
+        };
+        if !present(&exp, true) || !present(&iss, false) || !present(&aud, false) {
+            return Err("missing claim");
+        }
+        let exp = match exp {
+            Claim::Num(e) => e,
+            _ => return Err("missing claim"),
+        };
+        let nbf = match nbf {
+            Claim::Absent => None,
+            Claim::Num(n) => Some(n),
+            _ => return Err("invalid token"),
+        };
+        if exp < now.saturating_sub(self.leeway_s) {
+            return Err("token expired");
+        }
+        if nbf.is_some_and(|n| n > now.saturating_add(self.leeway_s)) {
+            return Err("token not yet valid");
+        }
+        let iss_ok = match iss {
+            Claim::Str(s) => s == self.issuer,
+            Claim::Strs(v) => v.contains(&self.issuer.as_str()),
+            _ => false,
+        };
+        if !iss_ok {
+            return Err("wrong issuer");
+        }
+        let accepted = |a: &str| self.audiences.iter().any(|x| x == a);
+        let aud_ok = match aud {
+            Claim::Str(s) => accepted(s),
+            Claim::Strs(v) => v.into_iter().any(accepted),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err("wrong audience");
+        }
+        Ok((exp, nbf.unwrap_or(0)))
     }
 
     fn verify_cached(&self, token: &str) -> Result<ClaimHeaders, &'static str> {
@@ -362,5 +470,204 @@ impl TestIssuer {
     pub fn claims(issuer: &str, audience: &str, sub: &str) -> Value {
         let now = now_s();
         serde_json::json!({ "iss": issuer, "aud": audience, "sub": sub, "iat": now, "nbf": now, "exp": now + 3600 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(leeway_s: u64) -> JwtPolicy {
+        JwtPolicy {
+            issuer: "https://issuer.test".into(),
+            audiences: vec!["fn-a".into(), "fn-b".into()],
+            jwks_file: "unused.json".into(),
+            leeway_s,
+            forward_claims: vec!["sub".into(), "groups".into()],
+            cache_entries: 0,
+        }
+    }
+
+    fn jwt(issuers: &[&TestIssuer], leeway_s: u64) -> Jwt {
+        Jwt::from_jwks_json(
+            &policy(leeway_s),
+            &TestIssuer::jwks(issuers),
+            Path::new("t.json"),
+        )
+        .expect("jwks")
+    }
+
+    fn claims(now: u64) -> Value {
+        json!({"iss": "https://issuer.test", "aud": "fn-a", "sub": "alice", "nbf": now, "exp": now + 60})
+    }
+
+    fn with(mut c: Value, k: &str, v: Value) -> Value {
+        c[k] = v;
+        c
+    }
+
+    fn without(mut c: Value, k: &str) -> Value {
+        c.as_object_mut().expect("object").remove(k);
+        c
+    }
+
+    #[test]
+    fn claim_rules_follow_jsonwebtoken() {
+        let j = jwt(
+            &[&TestIssuer::generate(Algorithm::ES256, "es").expect("key")],
+            0,
+        );
+        let now = 1_000_000;
+        let check = |c: Value| j.validate(c.as_object().expect("object"), now);
+        assert_eq!(check(claims(now)), Ok((now + 60, now)));
+        // aud: a string or an array, one of which is ours; an empty array names no one.
+        assert!(check(with(claims(now), "aud", json!(["x", "fn-b"]))).is_ok());
+        assert_eq!(
+            check(with(claims(now), "aud", json!(["x", "y"]))),
+            Err("wrong audience")
+        );
+        assert_eq!(
+            check(with(claims(now), "aud", json!([]))),
+            Err("wrong audience")
+        );
+        assert_eq!(
+            check(with(claims(now), "aud", json!("fn-c"))),
+            Err("wrong audience")
+        );
+        // iss: a string, or an array containing ours.
+        assert!(check(with(claims(now), "iss", json!(["https://issuer.test"]))).is_ok());
+        assert_eq!(
+            check(with(claims(now), "iss", json!("https://issuer.test/"))),
+            Err("wrong issuer")
+        );
+        // Required claims: absent, null or of the wrong type all count as missing.
+        for (k, v) in [
+            ("exp", json!("soon")),
+            ("exp", json!(null)),
+            ("exp", json!(-1)),
+            ("exp", json!(1.5)),
+            ("iss", json!(7)),
+            ("aud", json!({"a": 1})),
+            ("aud", json!([1])),
+        ] {
+            assert_eq!(
+                check(with(claims(now), k, v.clone())),
+                Err("missing claim"),
+                "{k}: {v}"
+            );
+        }
+        for k in ["exp", "iss", "aud"] {
+            assert_eq!(check(without(claims(now), k)), Err("missing claim"), "{k}");
+        }
+        // nbf is optional, but must be a number when present.
+        assert_eq!(check(without(claims(now), "nbf")), Ok((now + 60, 0)));
+        assert_eq!(
+            check(with(claims(now), "nbf", json!("now"))),
+            Err("invalid token")
+        );
+        // exp == now is still valid (jsonwebtoken: expired when exp < now - leeway).
+        assert!(check(with(claims(now), "exp", json!(now))).is_ok());
+        assert_eq!(
+            check(with(claims(now), "exp", json!(now - 1))),
+            Err("token expired")
+        );
+        assert!(check(with(claims(now), "nbf", json!(now))).is_ok());
+        assert_eq!(
+            check(with(claims(now), "nbf", json!(now + 1))),
+            Err("token not yet valid")
+        );
+    }
+
+    #[test]
+    fn leeway_widens_both_ends() {
+        let j = jwt(
+            &[&TestIssuer::generate(Algorithm::ES256, "es").expect("key")],
+            30,
+        );
+        let now = 1_000_000;
+        let check = |c: Value| j.validate(c.as_object().expect("object"), now);
+        assert!(check(with(claims(now), "exp", json!(now - 30))).is_ok());
+        assert_eq!(
+            check(with(claims(now), "exp", json!(now - 31))),
+            Err("token expired")
+        );
+        assert!(check(with(claims(now), "nbf", json!(now + 30))).is_ok());
+        assert_eq!(
+            check(with(claims(now), "nbf", json!(now + 31))),
+            Err("token not yet valid")
+        );
+    }
+
+    #[test]
+    fn tokens_verify_end_to_end_with_either_key() {
+        let rs = TestIssuer::generate(Algorithm::RS256, "rs").expect("rsa");
+        let es = TestIssuer::generate(Algorithm::ES256, "es").expect("ec");
+        let j = jwt(&[&rs, &es], 0);
+        let now = now_s();
+        let c = with(claims(now), "groups", json!(["a", "b"]));
+        for issuer in [&rs, &es] {
+            let (headers, exp, nbf) = j.verify(&issuer.sign(&c)).expect("valid");
+            assert_eq!((exp, nbf), (now + 60, now));
+            let forwarded: Vec<_> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.to_str().expect("ascii")))
+                .collect();
+            assert_eq!(
+                forwarded,
+                [
+                    ("x-jwt-claim-sub", "alice"),
+                    ("x-jwt-claim-groups", r#"["a","b"]"#)
+                ]
+            );
+        }
+        let token = rs.sign(&c);
+        let parts: Vec<&str> = token.split('.').collect();
+        // Extra or missing parts, a signature of the other key under this kid, a swapped
+        // header, and a signature that is not base64url are refused.
+        assert_eq!(j.verify(&format!("{token}.x")), Err("malformed token"));
+        assert_eq!(
+            j.verify(&format!("{}.{}", parts[0], parts[1])),
+            Err("malformed token")
+        );
+        let es_token = es.sign(&c);
+        let es_parts: Vec<&str> = es_token.split('.').collect();
+        assert_eq!(
+            j.verify(&format!("{}.{}.{}", parts[0], parts[1], es_parts[2])),
+            Err("bad signature")
+        );
+        assert_eq!(
+            j.verify(&format!("{}.{}.{}", es_parts[0], parts[1], parts[2])),
+            Err("bad signature")
+        );
+        assert_eq!(
+            j.verify(&format!("{}.{}.{}+", parts[0], parts[1], parts[2])),
+            Err("bad signature")
+        );
+    }
+
+    #[test]
+    fn unusable_keys_are_refused_at_load_naming_the_key() {
+        let mut rs = TestIssuer::generate(Algorithm::RS256, "rs").expect("rsa");
+        // A 1024-bit modulus is below RSA_PKCS1_2048_8192_SHA256's range: jsonwebtoken refuses
+        // it at verify time, we refuse it at load.
+        rs.jwk["n"] = json!(URL_SAFE_NO_PAD.encode([0xC5u8; 128]));
+        let mut es = TestIssuer::generate(Algorithm::ES256, "es").expect("ec");
+        es.jwk["x"] = json!(URL_SAFE_NO_PAD.encode([1u8; 32]));
+        for (index, bad) in [(0, &rs), (1, &es)] {
+            let good = TestIssuer::generate(Algorithm::ES256, "ok").expect("ec");
+            let keys = if index == 0 {
+                [bad, &good]
+            } else {
+                [&good, bad]
+            };
+            let e = Jwt::from_jwks_json(&policy(0), &TestIssuer::jwks(&keys), Path::new("k.json"))
+                .expect_err("unusable key");
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!("JWKS k.json: key {index}: ")),
+                "{text}"
+            );
+        }
     }
 }
