@@ -1251,24 +1251,34 @@ pub fn soak_verdict(
             m.failures
         ));
     }
+    // A leak grows RSS steadily; the allocator grows it in steps (a new 128 KiB+ region once in
+    // a while). So the trend is judged in each quarter of the second half (Theil-Sen: the median
+    // of the pairwise slopes) and the smaller of the two counts: a leak shows in both, a single
+    // step in at most one.
     let half = &rss_kib[rss_kib.len() / 2..];
-    if half.len() < 3 {
+    if half.len() < 4 {
         return Err(format!("too few RSS samples to judge a trend: {rss_kib:?}"));
     }
+    let (q3, q4) = half.split_at(half.len() / 2);
+    let slope = theil_sen(q3, every_s).min(theil_sen(q4, every_s));
+    if slope > max_kib_per_s {
+        return Err(format!(
+            "RSS grows {slope:.1} KiB/s in both quarters of the second half (limit {max_kib_per_s}): {rss_kib:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// The median of the pairwise slopes of samples `every_s` apart (at least two samples).
+fn theil_sen(samples: &[u64], every_s: f64) -> f64 {
     let mut slopes = Vec::new();
-    for (i, a) in half.iter().enumerate() {
-        for (j, b) in half.iter().enumerate().skip(i + 1) {
+    for (i, a) in samples.iter().enumerate() {
+        for (j, b) in samples.iter().enumerate().skip(i + 1) {
             slopes.push((*b as f64 - *a as f64) / ((j - i) as f64 * every_s));
         }
     }
     slopes.sort_by(f64::total_cmp);
-    let slope = slopes[slopes.len() / 2];
-    if slope > max_kib_per_s {
-        return Err(format!(
-            "RSS grows {slope:.1} KiB/s over the second half (limit {max_kib_per_s}): {rss_kib:?}"
-        ));
-    }
-    Ok(())
+    slopes.get(slopes.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Render measurements as a Markdown table, with CPU ratios against nginx at the same rate:
@@ -1412,6 +1422,19 @@ mod tests {
             soak_verdict(&soak(20_000, &[]), &step, 1.0, 0.8, 64.0),
             Ok(())
         );
-        assert!(soak_verdict(&soak(20_000, &[]), &FLAT[..4], 1.0, 0.8, 64.0).is_err());
+        // The allocator growing once by 512 KiB mid-way through the second half (seen in a
+        // 15 s soak on 2026-11-26) is a step, not a leak.
+        let grew_once = [
+            12548, 12548, 12676, 12676, 12676, 12804, 12804, 12840, 12840, 12840, 13224, 13352,
+            13352, 13352, 13352,
+        ];
+        assert_eq!(
+            soak_verdict(&soak(20_000, &[]), &grew_once, 1.0, 0.8, 64.0),
+            Ok(())
+        );
+        // ... but growth in steps that keep coming (128 KiB/s) is.
+        let keeps_growing: Vec<u64> = (0..16).map(|i| 12_000 + 256 * (i / 2)).collect();
+        assert!(soak_verdict(&soak(20_000, &[]), &keeps_growing, 1.0, 0.8, 64.0).is_err());
+        assert!(soak_verdict(&soak(20_000, &[]), &FLAT[..6], 1.0, 0.8, 64.0).is_err());
     }
 }

@@ -87,7 +87,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 /// default (15 s); the 60 s run: `MESHSIM_SOAK_SECS=60 cargo test --release -p
 /// meshsim-sidecar --test process soak`. The pass criteria ([`soak_verdict`]) tolerate what a
 /// machine loaded by other work does to an open-loop load (timeouts, overflow, up to 20 %),
-/// never an unexpected failure, and judge RSS by its trend over the second half.
+/// never an unexpected failure, and judge RSS by its trend in each quarter of the second half.
 #[test]
 fn soak_all_policies_at_2000rps_rss_flat() {
     let secs: u64 = std::env::var("MESHSIM_SOAK_SECS")
