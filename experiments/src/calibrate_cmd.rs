@@ -326,7 +326,7 @@ fn live(a: LiveArgs) -> Result<()> {
         &ms,
         Some(handshake),
         format!(
-            "meshsim calibrate {} (meshsim {}, git {}): open-loop HTTP/1.1 keep-alive load on loopback, {} s per point after a 1 s warm-up, median of {} run(s), 1 sidecar worker thread; mTLS handshake: fresh connections vs reused at the same rate",
+            "meshsim {} (meshsim {}, git {}): open-loop HTTP/1.1 keep-alive load on loopback, {} s per point after a 1 s warm-up, median of {} run(s), 1 sidecar worker thread; mTLS handshake: fresh connections vs reused at the same rate",
             std::env::args().skip(1).collect::<Vec<_>>().join(" "),
             env!("CARGO_PKG_VERSION"),
             env!("MESHSIM_GIT_REV"),

@@ -5,13 +5,13 @@
 //! does no I/O (a caller reads the file and passes its text).
 //!
 //! The shipped file `models/calibration/reference-2core.toml` was made on a 2-core machine
-//! with `meshsim-sidecar bench --rates 500,1000,2000 --duration-s 5 --calibration-out ...`;
-//! [`CalibrationFile::reference`] embeds it. Its optional `[mtls_handshake]` table
-//! ([`HandshakeCost`]: CPU of a full mTLS handshake on a new connection, sidecar and client side,
-//! and the first request's added latency) was measured later with
-//! `meshsim calibrate handshake --into models/calibration/reference-2core.toml --duration 5
-//! --repeats 3` (the file header records when and where); files without it still load, and the
-//! simulator's mesh model then needs the profile's `policy.mtls_handshake_cpu_us`.
+//! with `meshsim calibrate --duration 5 --repeats 5` (every entry, the `[mtls_handshake]` and
+//! `[isolation]` tables) and `meshsim calibrate handshake --key-algorithm rsa-2048 --into ...`
+//! (the `[mtls_handshake_rsa2048]` table); the file header records when, where and how.
+//! [`CalibrationFile::reference`] embeds it. The handshake tables ([`HandshakeCost`]: CPU of a
+//! full mTLS handshake on a new connection, sidecar and client side, and the first request's
+//! added latency) are optional: files without them still load, and the simulator's mesh model
+//! then needs the profile's `policy.mtls_handshake_cpu_us`.
 //!
 //! [`PolicyCosts`] turns the measured entries into an additive cost model at one rate: a
 //! pass-through cost, a base cost for activating the policy pipeline (paid once when any policy
