@@ -14,7 +14,9 @@
 //! [`ParsedPublicKey`] (the same verification algorithms jsonwebtoken's aws-lc backend uses:
 //! `RSA_PKCS1_2048_8192_SHA256`, `ECDSA_P256_SHA256_FIXED`), and the token's parts are decoded
 //! once. The claim checks follow jsonwebtoken's `validate` (same rules, same order); the
-//! security matrix in `tests/suite/policies.rs` and the unit tests below pin them.
+//! security matrix in `tests/suite/policies.rs` and the unit tests below pin them. One
+//! difference: a claim name that appears twice takes its last value (RFC 7519 section 4 allows
+//! that or rejecting), where jsonwebtoken rejects a repeated registered claim.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -129,7 +131,11 @@ fn parse_key(alg: Algorithm, key: &DecodingKey) -> Result<ParsedPublicKey, Strin
         (Algorithm::ES256, DecodingKeyKind::SecretOrDer(point)) => {
             ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
         }
-        _ => return Err(format!("a {alg:?} key must be an {alg:?} JWK")),
+        _ => {
+            return Err(format!(
+                "the JWK's key type does not fit its algorithm {alg:?}"
+            ));
+        }
     };
     parsed.map_err(|e| format!("unusable {alg:?} public key: {e}"))
 }
@@ -654,7 +660,10 @@ mod tests {
         rs.jwk["n"] = json!(URL_SAFE_NO_PAD.encode([0xC5u8; 128]));
         let mut es = TestIssuer::generate(Algorithm::ES256, "es").expect("ec");
         es.jwk["x"] = json!(URL_SAFE_NO_PAD.encode([1u8; 32]));
-        for (index, bad) in [(0, &rs), (1, &es)] {
+        // An EC key that claims RS256.
+        let mut mixed = TestIssuer::generate(Algorithm::ES256, "mixed").expect("ec");
+        mixed.jwk["alg"] = json!("RS256");
+        for (index, bad) in [(0, &rs), (1, &es), (1, &mixed)] {
             let good = TestIssuer::generate(Algorithm::ES256, "ok").expect("ec");
             let keys = if index == 0 {
                 [bad, &good]
