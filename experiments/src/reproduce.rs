@@ -92,9 +92,9 @@ const TIP_SCENARIOS: [&str; 5] = [
 pub const TIP_WRITES: [u32; 6] = [20, 25, 27, 30, 35, 50];
 
 /// API-server write capacity (writes/s) of the policy ablation: twice the fitted 25/s, the
-/// last point of [`TIP_WRITES`]. At the fitted capacity the InVitro config sits on its tipping
-/// point, where whether a run tips depends on the seed and swamps what one policy costs per
-/// request; at 50/s (seed 42, 3 replications) istio and istio-policies stay within 1.4x of
+/// last point of [`TIP_WRITES`]. At the fitted capacity the InVitro config's cold-start bursts
+/// make the slowdown tails vary by seed (istio-policies / no-mesh p95 1.9-5.8x over 3
+/// replications), which swamps what one policy costs per request; at 50/s (seed 42, 3 replications) istio and istio-policies stay within 1.4x of
 /// no-mesh's slowdown p95 on every replication, without failures (`sim/README.md`, "The
 /// tipping point"), so the differences measure the policies. The istio and istio-policies baselines are the tipping study's own runs at this
 /// capacity (same config, seeds and replications).
@@ -888,8 +888,8 @@ fn ablation_md(s: &mut String, rows: &[AblationRow], reference: &ReferenceCosts)
         "\n## Policy ablation\n\nistio with each policy alone, against istio without policies, and \
          with all but one, against istio-policies (what the policy adds on top of the other \
          eight), at an API-server write capacity of {ABLATION_WRITES} writes/s, away from the \
-         tipping point (at the fitted capacity whether a run tips depends on the seed and hides \
-         what a policy costs per request). Each number is the mean over {replications} \
+         tipping point (at the fitted capacity the slowdown tails of cold-start-bound bursts vary \
+         by seed and would hide what a policy costs per request). Each number is the mean over {replications} \
          replication(s) of the paired difference (with the policy minus without it, same seed \
          and replication) ± the half-width of its 95 % confidence interval. CPU: mean cores in \
          use on all workers together over the run; overhead: mean proxy overhead of a completed \
@@ -1247,9 +1247,11 @@ fn report_md(
         "\n## Tipping point\n\nThe same scenarios at other API-server write capacities (the fitted \
          value is {:.0} writes/s). Each cell: geometric mean of the per-replication ratio to \
          no-mesh (same seed and replication), with the range over replications; failure rate in \
-         brackets. Near the tip the outcome depends on the seed: a burst that outlasts the \
-         control plane's spare capacity makes cold starts wait, waiting requests ask for more \
-         pods (one request per pod), and those pods' writes lengthen the wait.\n",
+         brackets. A burst that outlasts the control plane's spare capacity makes cold starts \
+         wait, and waiting requests ask for more pods (one request per pod); when demand falls \
+         back, the ReplicaSet deletes the pods still starting before any ready one (Kubernetes' \
+         `ActivePodsWithRanks`), so their remaining writes are never made and the wait stays \
+         bounded.\n",
         fitted_writes
     );
     let _ = writeln!(

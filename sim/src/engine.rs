@@ -1226,6 +1226,13 @@ impl Simulation {
                     }
                 }
             }
+            // Then pods that are not Ready yet (created, scheduled or starting): Kubernetes'
+            // `ActivePodsWithRanks` puts unassigned before assigned and not-ready before ready
+            // pods, so a ReplicaSet scaling down removes a pod still being started before one
+            // that serves. Its remaining start-up writes are never made (a pod whose create is
+            // still queued is deleted once the create lands: the write is spent, nothing after it).
+            let starting = self.not_ready_pods(rev, excess);
+            excess -= starting.len() as u32;
             let mut victims = Vec::new();
             for _ in 0..excess {
                 // Least in flight first, newest among equals.
@@ -1240,16 +1247,51 @@ impl Simulation {
                 };
                 victims.push(v);
             }
-            if victims.is_empty() {
+            if victims.is_empty() && starting.is_empty() {
                 return;
             }
             for w in CHAIN {
                 self.submit(w, WriteOwner::Nobody);
             }
+            for pod in starting {
+                self.revs[rev as usize].live -= 1;
+                self.submit(ApiWrite::PodDelete, WriteOwner::Nobody);
+                self.delete_pod(pod);
+            }
             for v in victims {
                 self.terminate_pod(v);
             }
         }
+    }
+
+    /// Up to `n` pods of `rev` that Kubernetes would delete before any Ready one: not yet
+    /// Ready (the kubelet's Ready status not written), in `ActivePodsWithRanks` order
+    /// (kubernetes `pkg/controller/controller_utils.go`): unassigned before assigned, phase
+    /// Pending before Running (the kubelet writes Running once the sandbox exists), then the
+    /// newest first.
+    fn not_ready_pods(&self, rev: u32, n: u32) -> Vec<u32> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut starting: Vec<(bool, bool, u32)> = self
+            .pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.rev == rev && p.step.before_ready())
+            .map(|(id, p)| {
+                let running = matches!(
+                    p.step,
+                    PodStep::Container(_) | PodStep::Probing | PodStep::ReadyWrite
+                );
+                (p.node.is_some(), running, id as u32)
+            })
+            .collect();
+        starting.sort_by_key(|&(assigned, running, id)| (assigned, running, u32::MAX - id));
+        starting
+            .into_iter()
+            .take(n as usize)
+            .map(|(_, _, id)| id)
+            .collect()
     }
 
     fn rev_chain_next(&mut self, rev: u32) {

@@ -249,6 +249,24 @@ pub enum PodStep {
     Gone,
 }
 
+impl PodStep {
+    /// Created but not Ready yet: the steps up to the kubelet's Ready status write, the ones a
+    /// ReplicaSet deletes before Ready pods (`Unschedulable` is handled on its own).
+    pub fn before_ready(self) -> bool {
+        matches!(
+            self,
+            PodStep::CreateWrite
+                | PodStep::WatchSchedule
+                | PodStep::BindingWrite
+                | PodStep::WatchKubelet
+                | PodStep::Sandbox
+                | PodStep::Container(_)
+                | PodStep::Probing
+                | PodStep::ReadyWrite
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

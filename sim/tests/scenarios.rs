@@ -254,3 +254,40 @@ fn container_concurrency_one_holds_the_second_request_at_the_activator() {
     // One pod: 2 requests / 60 s / 0.7 stays below 1 pod in the stable window, no panic.
     assert_eq!(r.pods_started, 1);
 }
+
+#[test]
+fn scale_down_deletes_pods_still_starting_before_ready_ones() {
+    // Kubernetes' `ActivePodsWithRanks`: a ReplicaSet scaling down deletes unassigned and
+    // not-ready pods first. A burst of 40 one-per-pod requests asks for 58 pods (40 / 0.7 target
+    // utilisation) on an API server that makes 2 writes/s; the first pods to become ready serve
+    // the burst, demand falls back, and the pods still queued or starting are deleted rather
+    // than started and then deleted. (Before this rule every pod started, became routable and
+    // only then could be chosen for deletion.)
+    let mut cfg = exact_cfg();
+    cfg.knative.container_concurrency = 1;
+    cfg.kubernetes.api_writes_per_s = 2.0;
+    let invs: Vec<Invocation> = (0..40).map(|_| inv(0, 0, 10 * MS)).collect();
+    let r = simulate(&cfg, 1, invs);
+    assert_eq!(r.summary.completed, 40, "every request is served");
+    let pods = r.pods.expect("pod records");
+    let never_ready: Vec<_> = pods.iter().filter(|p| p.routable_ns.is_none()).collect();
+    assert!(
+        never_ready.len() >= 10,
+        "a third of the burst's pods are deleted while starting: {} of {}",
+        never_ready.len(),
+        pods.len()
+    );
+    for p in &never_ready {
+        assert!(
+            p.deleted_ns.is_some(),
+            "pod {} neither served nor deleted",
+            p.pod
+        );
+    }
+    // A pod that served was deleted only after it became routable.
+    for p in pods.iter().filter(|p| p.routable_ns.is_some()) {
+        if let (Some(ready), Some(gone)) = (p.routable_ns, p.deleted_ns) {
+            assert!(ready <= gone, "pod {} routable after its deletion", p.pod);
+        }
+    }
+}
