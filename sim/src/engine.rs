@@ -1270,7 +1270,10 @@ impl Simulation {
     /// Pending before Running (the kubelet writes Running once the sandbox exists), then the
     /// newest first.
     fn not_ready_pods(&self, rev: u32, n: u32) -> Vec<u32> {
-        if n == 0 {
+        // Every live pod routable or unschedulable (the usual scale-down): none is starting,
+        // so skip the scan over every pod the run has made.
+        let rv = &self.revs[rev as usize];
+        if n == 0 || rv.live as usize <= rv.routable.len() + rv.unschedulable as usize {
             return Vec::new();
         }
         let mut starting: Vec<(bool, bool, u32)> = self

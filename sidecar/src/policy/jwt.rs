@@ -272,18 +272,13 @@ impl Jwt {
             Some(v) => v.as_u64().map_or(Claim::Malformed, Claim::Num),
         };
         let (exp, nbf, iss, aud) = (claim("exp"), claim("nbf"), claim("iss"), claim("aud"));
-        let present = |c: &Claim<'_>, numeric: bool| match c {
-            Claim::Num(_) => numeric,
-            Claim::Str(_) | Claim::Strs(_) => !numeric,
-            Claim::Absent | Claim::Malformed => false,
+        let is_text = |c: &Claim<'_>| matches!(c, Claim::Str(_) | Claim::Strs(_));
+        let Claim::Num(exp) = exp else {
+            return Err("missing claim");
         };
-        if !present(&exp, true) || !present(&iss, false) || !present(&aud, false) {
+        if !is_text(&iss) || !is_text(&aud) {
             return Err("missing claim");
         }
-        let exp = match exp {
-            Claim::Num(e) => e,
-            _ => return Err("missing claim"),
-        };
         let nbf = match nbf {
             Claim::Absent => None,
             Claim::Num(n) => Some(n),
@@ -295,21 +290,16 @@ impl Jwt {
         if nbf.is_some_and(|n| n > now.saturating_add(self.leeway_s)) {
             return Err("token not yet valid");
         }
-        let iss_ok = match iss {
-            Claim::Str(s) => s == self.issuer,
-            Claim::Strs(v) => v.contains(&self.issuer.as_str()),
+        // A string claim, or an array claim one of whose strings is accepted.
+        let any = |c: Claim<'_>, ok: &dyn Fn(&str) -> bool| match c {
+            Claim::Str(s) => ok(s),
+            Claim::Strs(v) => v.into_iter().any(ok),
             _ => false,
         };
-        if !iss_ok {
+        if !any(iss, &|s| s == self.issuer) {
             return Err("wrong issuer");
         }
-        let accepted = |a: &str| self.audiences.iter().any(|x| x == a);
-        let aud_ok = match aud {
-            Claim::Str(s) => accepted(s),
-            Claim::Strs(v) => v.into_iter().any(accepted),
-            _ => false,
-        };
-        if !aud_ok {
+        if !any(aud, &|a| self.audiences.iter().any(|x| x == a)) {
             return Err("wrong audience");
         }
         Ok((exp, nbf.unwrap_or(0)))
