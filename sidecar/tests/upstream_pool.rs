@@ -14,15 +14,17 @@ fn conns(up: &Upstream) -> usize {
     up.state.connections.load(Ordering::Relaxed)
 }
 
+/// GET `path` through the sidecar listening on `inbound`: the reply's status.
+async fn get_status(inbound: std::net::SocketAddr, path: &str) -> u16 {
+    send(inbound, get(path)).await.expect("reply").status
+}
+
 #[tokio::test]
 async fn sequential_requests_reuse_one_upstream_connection() {
     let up = upstream().await;
     let sc = sidecar(up.addr, "").await;
     for i in 0..5 {
-        let r = send(sc.inbound, get(&format!("/seq/{i}")))
-            .await
-            .expect("reply");
-        assert_eq!(r.status, 200);
+        assert_eq!(get_status(sc.inbound, &format!("/seq/{i}")).await, 200);
     }
     assert_eq!(up.state.hits.load(Ordering::Relaxed), 5);
     assert_eq!(
@@ -48,13 +50,7 @@ async fn concurrent_requests_get_their_own_connections_and_all_are_reused_later(
     assert!((1..=4).contains(&opened), "{opened}");
     // Sequential requests afterwards find a ready pooled connection every time.
     for i in 0..6 {
-        assert_eq!(
-            send(sc.inbound, get(&format!("/s/{i}")))
-                .await
-                .expect("reply")
-                .status,
-            200
-        );
+        assert_eq!(get_status(sc.inbound, &format!("/s/{i}")).await, 200);
     }
     assert_eq!(
         conns(&up),
@@ -69,10 +65,7 @@ async fn connections_for_two_requests_with_a_pause(extra: &str) -> usize {
     let up = upstream().await;
     let sc = sidecar(up.addr, extra).await;
     for path in ["/a", "/b"] {
-        assert_eq!(
-            send(sc.inbound, get(path)).await.expect("reply").status,
-            200
-        );
+        assert_eq!(get_status(sc.inbound, path).await, 200);
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     assert!(sc.shutdown().await);
@@ -92,13 +85,7 @@ async fn max_idle_zero_opens_a_connection_per_request() {
     let up = upstream().await;
     let sc = sidecar(up.addr, "[upstream]\npool_max_idle_per_endpoint = 0\n").await;
     for i in 0..3 {
-        assert_eq!(
-            send(sc.inbound, get(&format!("/{i}")))
-                .await
-                .expect("reply")
-                .status,
-            200
-        );
+        assert_eq!(get_status(sc.inbound, &format!("/{i}")).await, 200);
     }
     assert_eq!(conns(&up), 3);
     assert!(sc.shutdown().await);
@@ -138,10 +125,11 @@ async fn a_function_closing_idle_connections_costs_no_request() {
     });
     let sc = sidecar(addr, "").await;
     for i in 0..4 {
-        let r = send(sc.inbound, get(&format!("/k/{i}")))
-            .await
-            .expect("reply");
-        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(
+            get_status(sc.inbound, &format!("/k/{i}")).await,
+            200,
+            "request {i}"
+        );
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     assert_eq!(
