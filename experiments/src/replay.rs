@@ -418,6 +418,12 @@ pub fn write_invocations(path: &Path, trace: &Trace, runs: &[(String, &RunResult
             ms("contention_ms", &|r| r.contention_ns),
             ms("overhead_ms", &|r| r.overhead_ns),
             Column::new(
+                "proxy_hops".into(),
+                rows.iter()
+                    .map(|(_, r)| u32::from(r.proxy_hops))
+                    .collect::<Vec<u32>>(),
+            ),
+            Column::new(
                 "failure".into(),
                 rows.iter()
                     .map(|(_, r)| r.failure.map(|f| f.as_str()))

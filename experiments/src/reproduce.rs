@@ -533,6 +533,9 @@ struct RunStats {
     /// Mean end-to-end time minus execution time of a completed warm invocation, us: the
     /// overhead plus activator queueing and CPU contention.
     warm_added_us: f64,
+    /// Mean number of mesh proxies a completed warm invocation passed through
+    /// (`proxy_hops`).
+    warm_proxy_hops: f64,
 }
 
 impl RunStats {
@@ -542,12 +545,13 @@ impl RunStats {
             r.node_seconds.iter().filter(|x| !x.control_plane).collect();
         let seconds = w.iter().map(|x| x.second).max().map_or(1, |s| s + 1);
         let worker_cores = w.iter().map(|x| x.cpu_cores.total()).sum::<f64>() / f64::from(seconds);
-        let (mut n, mut overhead, mut added) = (0u64, 0u128, 0u128);
+        let (mut n, mut overhead, mut added, mut hops) = (0u64, 0u128, 0u128, 0u64);
         for x in r.invocations.iter().flatten() {
             if x.failure.is_none() && !x.cold {
                 n += 1;
                 overhead += u128::from(x.overhead_ns);
                 added += u128::from(x.end_to_end_ns.saturating_sub(x.exec_ns));
+                hops += u64::from(x.proxy_hops);
             }
         }
         let mean_us = |total: u128| {
@@ -561,6 +565,11 @@ impl RunStats {
             worker_cores,
             warm_overhead_us: mean_us(overhead),
             warm_added_us: mean_us(added),
+            warm_proxy_hops: if n == 0 {
+                f64::NAN
+            } else {
+                hops as f64 / n as f64
+            },
         }
     }
 }
@@ -634,10 +643,14 @@ fn ablation_metrics(summary: &Value, stats: &RunStats) -> [f64; ABLATION_METRICS
 }
 
 /// The paper's "Istio without policies costs about one extra network stack traversal per
-/// invocation", checked at [`ABLATION_WRITES`] (away from the tipping point): how much the
-/// mean proxy overhead of a warm invocation grows from no-mesh to istio, paired by
-/// replication, in units of the config's `cluster.network_hop_us`.
+/// invocation", checked at [`ABLATION_WRITES`] (away from the tipping point), paired by
+/// replication: how many more mesh proxies a warm invocation passes through with istio than
+/// with no mesh (each proxy is one extra traversal: iptables sends the request through it),
+/// and how much its mean proxy overhead grows, also in units of the config's
+/// `cluster.network_hop_us`.
 struct TraversalCheck {
+    /// Per-replication istio minus no-mesh mean proxies per warm invocation.
+    hops: Vec<f64>,
     /// Per-replication istio minus no-mesh warm overhead, us.
     diffs: Vec<f64>,
     hop_us: u64,
@@ -647,31 +660,46 @@ impl TraversalCheck {
     fn of(stats: &[(String, u32, RunStats)], base_writes: f64, hop_us: u64) -> TraversalCheck {
         let istio = tip_name("istio", ABLATION_WRITES, base_writes);
         let none = tip_name("no-mesh", ABLATION_WRITES, base_writes);
-        let diffs = stats
+        let pairs: Vec<(f64, f64)> = stats
             .iter()
             .filter(|s| s.0 == istio)
             .filter_map(|s| {
                 let base = stats.iter().find(|b| b.0 == none && b.1 == s.1)?;
-                Some(s.2.warm_overhead_us - base.2.warm_overhead_us)
+                Some((
+                    s.2.warm_proxy_hops - base.2.warm_proxy_hops,
+                    s.2.warm_overhead_us - base.2.warm_overhead_us,
+                ))
             })
-            .filter(|d| d.is_finite())
+            .filter(|d| d.0.is_finite() && d.1.is_finite())
             .collect();
-        TraversalCheck { diffs, hop_us }
+        TraversalCheck {
+            hops: pairs.iter().map(|p| p.0).collect(),
+            diffs: pairs.iter().map(|p| p.1).collect(),
+            hop_us,
+        }
     }
 
     fn md(&self, s: &mut String) {
         if self.diffs.is_empty() || self.hop_us == 0 {
             return;
         }
-        let (mean, ci) = mean_ci95(&self.diffs);
+        let pm = |v: &[f64]| {
+            let (mean, ci) = mean_ci95(v);
+            (
+                mean,
+                ci.map_or_else(String::new, |h| format!(" ± {}", fmt(h))),
+            )
+        };
+        let (hops, hops_ci) = pm(&self.hops);
+        let (mean, ci) = pm(&self.diffs);
         let _ = writeln!(
             s,
-            "istio without policies vs no-mesh, at {ABLATION_WRITES} writes/s: a warm invocation's \
-             proxy overhead grows by {}{} us, {:.1} network traversals of \
-             `cluster.network_hop_us` = {} us (the paper: about one extra traversal per \
-             invocation; see sim/README.md, \"Not reached\").\n",
+            "istio without policies vs no-mesh, at {ABLATION_WRITES} writes/s: a warm invocation \
+             passes through {hops:.2}{hops_ci} more mesh proxies, one extra network stack \
+             traversal each (the paper: about one extra traversal per invocation), and its proxy \
+             overhead grows by {}{ci} us, {:.1} x `cluster.network_hop_us` = {} us (the \
+             proxy's published on-path latency includes its processing).\n",
             fmt(mean),
-            ci.map_or_else(String::new, |h| format!(" ± {}", fmt(h))),
             mean / self.hop_us as f64,
             self.hop_us
         );
@@ -813,6 +841,9 @@ struct ReferenceCosts {
     /// The istio profile's authz needs the mTLS peer identity
     /// (`policy.authz_needs_peer_identity`), so authz alone runs over mTLS.
     authz_brings_mtls: bool,
+    /// The istio profile leaves the activator out of the mesh, and mTLS brings it in
+    /// (`MeshProfile::activator_in_mesh`).
+    mtls_injects_activator: bool,
 }
 
 impl ReferenceCosts {
@@ -833,6 +864,11 @@ impl ReferenceCosts {
             marginal_cpu_us: costs.cpu.marginal,
             cpu_scale: dp.scales(&costs).0,
             authz_brings_mtls: profile.policy.authz_needs_peer_identity,
+            mtls_injects_activator: !profile.activator_in_mesh()
+                && profile
+                    .clone()
+                    .with_policies(&["mtls".to_owned()])?
+                    .activator_in_mesh(),
         })
     }
 }
@@ -950,7 +986,7 @@ fn ablation_md(s: &mut String, rows: &[AblationRow], reference: &ReferenceCosts)
          added overhead per warm invocation alone {}. The paper's three costliest rank jwt {}, \
          mtls {} and authz {} here. Alone, a policy also brings policy configuration into the \
          xDS pushes to every proxy (the xDS columns), whose handling costs worker CPU besides \
-         the per-request cost.{}{}",
+         the per-request cost.{}{}{}",
         reference.cpu_scale,
         fmt(reference.activation_cpu_us),
         ranking_text(&ranked(|i| reference.alone_cpu_us[i])),
@@ -964,6 +1000,16 @@ fn ablation_md(s: &mut String, rows: &[AblationRow], reference: &ReferenceCosts)
              mTLS peer certificate carries, so authz alone runs over mTLS and pays its handshake \
              and per-request cost besides its own (`policy.authz_needs_peer_identity` in the \
              profile); on top of the other eight, mTLS is on already."
+        } else {
+            ""
+        },
+        if reference.mtls_injects_activator {
+            " Knative's mTLS guide requires the activator to be injected once mTLS is on (STRICT \
+             mTLS rejects a plain-text activator; an identity rule cannot match it), and nothing \
+             else does: without mTLS the activator is out of the mesh, with it its proxy joins \
+             every request's path (`MeshProfile::activator_in_mesh`). So mtls alone, and authz \
+             alone through the mTLS it needs, also add that proxy's CPU, latency and xDS \
+             pushes; on top of the other eight it is there already."
         } else {
             ""
         },

@@ -120,7 +120,10 @@ pub struct DataPlane {
     /// Extra network stack traversals per proxy hop (iptables redirect through the proxy).
     #[serde(default)]
     pub traversals_per_hop: u32,
-    /// The activator's pod carries a proxy too (its sidecar sees every request it forwards).
+    /// The activator's pod always carries a proxy too (its sidecar sees every request it
+    /// forwards). When false, a sidecar data plane still injects the activator when the
+    /// policies need peer identities on the activator -> pod hop
+    /// ([`MeshProfile::activator_in_mesh`]).
     #[serde(default)]
     pub activator_sidecar: bool,
     /// Resident memory per proxy, MiB.
@@ -492,6 +495,21 @@ impl MeshProfile {
         }
     }
 
+    /// Whether the activator's pod carries a proxy: always with
+    /// `data_plane.activator_sidecar`, and otherwise in a sidecar data plane whose effective
+    /// policies include mTLS ([`MeshProfile::effective_policy_mask`]). Knative's "mTLS in
+    /// Knative" guide: because the activator can be on the request path, it must have a
+    /// sidecar when mTLS is on (label the knative-serving namespace for injection); without
+    /// one, STRICT mTLS rejects its requests and identity-based authorization cannot match them.
+    /// Nothing else requires the injection, so a mesh without such policies leaves the
+    /// activator out: one proxy (the pod's) on a warm invocation's path, the paper's "one
+    /// extra network stack traversal".
+    pub fn activator_in_mesh(&self) -> bool {
+        self.data_plane.activator_sidecar
+            || (self.data_plane.kind == DataPlaneKind::Sidecar
+                && self.effective_policy_mask() & policy_bit("mtls") != 0)
+    }
+
     /// Whether policy `name` is on.
     pub fn has(&self, name: &str) -> bool {
         self.policies.iter().any(|p| p == name)
@@ -830,6 +848,38 @@ mod tests {
         let mut none = istio.clone();
         none.policies.clear();
         assert_eq!(none.effective_policy_mask(), 0);
+    }
+
+    #[test]
+    fn the_activator_joins_the_mesh_when_mtls_is_needed() {
+        let with = |profile: &str, policies: &[&str]| {
+            MeshProfile::builtin(profile)
+                .unwrap()
+                .with_policies(&policies.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .activator_in_mesh()
+        };
+        // Istio without policies (or with policies that need no peer identity): not injected.
+        assert!(!with("istio", &[]));
+        assert!(!with("istio", &["jwt", "rate_limit", "tracing"]));
+        // mTLS, or authz by identity (which brings mTLS), puts the activator in the mesh.
+        assert!(with("istio", &["mtls"]));
+        assert!(with("istio", &["authz"]));
+        assert!(with("istio-policies", &[]) == with("istio", &[]));
+        assert!(
+            MeshProfile::builtin("istio-policies")
+                .unwrap()
+                .activator_in_mesh()
+        );
+        // Not a sidecar data plane: ztunnel carries the activator's mTLS, no injection.
+        assert!(!with("ambient", &["mtls"]));
+        assert!(
+            !MeshProfile::builtin("lightweight")
+                .unwrap()
+                .activator_in_mesh()
+        );
+        // The profile can always inject it (Linkerd's profiles do).
+        assert!(MeshProfile::builtin("linkerd").unwrap().activator_in_mesh());
     }
 
     #[test]

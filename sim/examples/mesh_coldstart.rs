@@ -2,7 +2,8 @@
 //! the tool behind the Istio fits of `pod.injection_webhook_ms` (knee) and
 //! `control_plane.apply_us_per_cluster` (latency at 1 cold start/s).
 //!
-//! `cargo run --release -p meshsim-sim --example mesh_coldstart [profile] [count] [seeds]`
+//! `cargo run --release -p meshsim-sim --example mesh_coldstart [profile] [count] [seeds]
+//! [proxy_bootstrap_ms]` (the last overrides the profile's `pod.proxy_bootstrap_ms`, for the fit)
 
 include!("common/mesh.rs");
 
@@ -11,13 +12,19 @@ fn main() {
     let name = args.next().unwrap_or_else(|| "istio".into());
     let count: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(60);
     let seeds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
-    let profile = meshsim_models::MeshProfile::builtin(&name).unwrap_or_else(|e| {
+    let mut profile = meshsim_models::MeshProfile::builtin(&name).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(1)
     });
+    if let Some(ms) = args.next().and_then(|a| a.parse().ok()) {
+        profile.pod.proxy_bootstrap_ms = ms;
+    }
     let (cal, sizes) = (calibration(), xds_sizes());
     let cfg = meshsim_models::SimConfig::default();
-    println!("profile {name}, {count} cold starts, mean over {seeds} seeds");
+    println!(
+        "profile {name}, {count} cold starts, mean over {seeds} seeds, proxy bootstrap {} ms",
+        profile.pod.proxy_bootstrap_ms
+    );
     println!("rate  p50_s  p99_s  achieved/s  writes/cs  failed");
     for rate in [0.5, 1.0, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0] {
         let (mut p50, mut p99, mut thr, mut w, mut failed) = (0.0, 0.0, 0.0, 0.0, 0);

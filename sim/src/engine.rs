@@ -194,6 +194,8 @@ struct Req {
     started: bool,
     qp_wait_start: u64,
     return_ns: u64,
+    /// Proxies passed through so far ([`InvocationRecord::proxy_hops`]).
+    proxy_hops: u8,
 }
 
 const NO_POD: u32 = u32::MAX;
@@ -220,6 +222,7 @@ impl Req {
             started: false,
             qp_wait_start: 0,
             return_ns: 0,
+            proxy_hops: 0,
         }
     }
 
@@ -682,13 +685,16 @@ impl Simulation {
             cat: CpuCategory::Gateway,
         };
         n += 1;
+        let before = n;
         n = self.mesh_hop(HopPoint::GatewayOut, gw, inv.function, None, &mut steps, n);
+        let gateway_hops = u8::from(n > before);
         steps[n] = Step::Route;
         n += 1;
         let r = &mut self.reqs[slot as usize];
         let tag = r.tag;
         *r = Req::empty();
         r.tag = tag;
+        r.proxy_hops = gateway_hops;
         r.state = ReqState::Active;
         r.function = inv.function;
         r.arrival = inv.at_ns;
@@ -749,6 +755,12 @@ impl Simulation {
     }
 
     /// Appends the mesh's steps at a hop point; returns the new step count.
+    /// Counts a proxy the request in `slot` passed through (`mesh_hop` added its steps).
+    fn count_proxy_hop(&mut self, slot: u32, traversed: bool) {
+        let r = &mut self.reqs[slot as usize];
+        r.proxy_hops = r.proxy_hops.saturating_add(u8::from(traversed));
+    }
+
     fn mesh_hop(
         &mut self,
         point: HopPoint,
@@ -896,7 +908,9 @@ impl Simulation {
         let mut n = 0;
         steps[n] = Step::Delay(self.hop_ns);
         n += 1;
+        let before = n;
         n = self.mesh_hop(HopPoint::Activator, act, rev, None, &mut steps, n);
+        self.count_proxy_hop(slot, n > before);
         steps[n] = Step::Cpu {
             node: act,
             work_ns: self.cfg.knative.activator_cpu_us * US,
@@ -989,6 +1003,7 @@ impl Simulation {
         let mut n = 0;
         steps[n] = Step::Delay(self.hop_ns);
         n += 1;
+        let before = n;
         n = self.mesh_hop(
             HopPoint::Pod,
             node,
@@ -997,6 +1012,7 @@ impl Simulation {
             &mut steps,
             n,
         );
+        self.count_proxy_hop(slot, n > before);
         steps[n] = Step::Cpu {
             node,
             work_ns: self.cfg.knative.queue_proxy_cpu_us * US,
@@ -1076,6 +1092,7 @@ impl Simulation {
             } else {
                 0
             },
+            proxy_hops: r.proxy_hops,
             failure,
         };
         self.mesh.on_request_finished(

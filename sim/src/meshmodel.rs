@@ -12,7 +12,9 @@
 //! the pass-through CPU that does not fit in it runs off the request's critical path: charged
 //! to the node as sidecar CPU (`SidecarHop::background_cpu_ns`) without delaying the request;
 //! policy CPU stays on the path. The function pod's proxy applies the enabled policies; the
-//! activator's proxy (when the profile has one) is a pass-through plus mTLS origination.
+//! activator's proxy (when the activator is in the mesh:
+//! [`meshsim_models::mesh::MeshProfile::activator_in_mesh`]) is a pass-through plus mTLS
+//! origination.
 //! Stateful policies are played out:
 //! - **global rate limit**: a fixed window per function; the check is an RPC to a rate-limit
 //!   service on the control-plane node (or a node-local cache) with its own FIFO queue and CPU;
@@ -336,7 +338,7 @@ impl MeshModel {
                 }
                 DataPlaneKind::None => {}
             }
-            if dp.activator_sidecar {
+            if profile.activator_in_mesh() {
                 activator_hop = Some(hop_of(mask & mtls_bit, 0));
             }
         }
@@ -702,7 +704,7 @@ impl MeshModel {
                 }
             }
             SystemPod::Activator => {
-                if dp.activator_sidecar {
+                if self.profile.activator_in_mesh() {
                     ctx.act(MeshAction::Memory {
                         node,
                         delta_mib: dp.rss_mib,

@@ -497,6 +497,53 @@ fn raising_a_policy_cost_in_the_calibration_raises_cpu_and_slowdown() {
     assert!(c.1 <= b.1 && c.2 <= b.2, "{c:?} {b:?}");
 }
 
+/// The paper's "Istio without policies: one extra network stack traversal per invocation":
+/// with the activator on every request's path (InVitro's target burst capacity -1), a warm
+/// invocation passes through the pod's proxy only; mTLS brings the activator's proxy too.
+#[test]
+fn istio_without_policies_puts_one_proxy_on_the_path_and_mtls_two() {
+    let hops = |p: Option<MeshProfile>| {
+        let mut cfg = exact_cfg();
+        cfg.knative.target_burst_capacity = -1;
+        let specs = vec![
+            FunctionSpec {
+                memory_request_mib: 128
+            };
+            1
+        ];
+        let opts = SimOptions {
+            record_invocations: true,
+            ..SimOptions::default()
+        };
+        let mesh: Box<dyn meshsim_sim::mesh::SidecarModel> = match p {
+            Some(p) => Box::new(MeshModel::new(&p, &cfg, 1, inputs(false), 1, 0).expect("model")),
+            None => Box::new(meshsim_sim::mesh::NoMesh),
+        };
+        let invs: Vec<Invocation> = (0..40).map(|i| inv(i * 200, 0, 50)).collect();
+        let n = invs.len() as u64;
+        let r = Simulation::new(&cfg, &specs, mesh, opts).run(invs.into_iter(), n, &mut |_, _| {});
+        let warm: Vec<u8> = r
+            .invocations
+            .unwrap()
+            .iter()
+            .filter(|x| !x.cold && x.failure.is_none())
+            .map(|x| x.proxy_hops)
+            .collect();
+        assert!(warm.len() >= 10, "{} warm invocations", warm.len());
+        let first = warm[0];
+        assert!(warm.iter().all(|&h| h == first), "{warm:?}");
+        first
+    };
+    assert_eq!(hops(None), 0);
+    assert_eq!(hops(Some(profile("istio", &[]))), 1);
+    assert_eq!(hops(Some(profile("istio", &["jwt"]))), 1);
+    assert_eq!(hops(Some(profile("istio", &["mtls"]))), 2);
+    assert_eq!(
+        hops(Some(MeshProfile::builtin("istio-policies").unwrap())),
+        2
+    );
+}
+
 #[test]
 fn istio_cpu_anchor_is_split_between_the_critical_path_and_the_node() {
     let cfg = exact_cfg();
@@ -531,7 +578,7 @@ fn istio_cpu_anchor_is_split_between_the_critical_path_and_the_node() {
         let r = simulate(
             model(p, 1, false),
             1,
-            (0..20).map(|i| inv(i * 200, 0, 50)).collect(),
+            (0..40).map(|i| inv(i * 200, 0, 50)).collect(),
         );
         let sidecar: f64 = r.node_seconds.iter().map(|n| n.cpu_cores.sidecar).sum();
         let e2e: f64 = r
@@ -548,6 +595,10 @@ fn istio_cpu_anchor_is_split_between_the_critical_path_and_the_node() {
     all_on_path.data_plane.on_path_latency_us = None;
     let (split_cpu, split_e2e) = run(&plain);
     let (path_cpu, path_e2e) = run(&all_on_path);
+    assert!(
+        split_e2e > 0.0,
+        "some invocations after the cold start are warm"
+    );
     assert!(
         (split_cpu - path_cpu).abs() < 1e-3 * path_cpu,
         "{split_cpu} vs {path_cpu} core-seconds"
