@@ -354,7 +354,9 @@ fn write_parquet(path: &Path, mut df: DataFrame) -> Result<()> {
     write_atomic(path, &buf)
 }
 
-/// The per-invocation table, all scenarios.
+/// The per-invocation table, all scenarios: the fields of
+/// [`meshsim_sim::metrics::InvocationRecord`] (times in ms, `proxy_hops` the mesh proxies on the
+/// request's path) with the scenario and the function's trace hash.
 pub fn write_invocations(path: &Path, trace: &Trace, runs: &[(String, &RunResult)]) -> Result<()> {
     let rows: Vec<(&str, &meshsim_sim::InvocationRecord)> = runs
         .iter()
