@@ -781,7 +781,6 @@ fn ablation_figure(stem: &Path, rows: &[AblationRow]) -> Result<()> {
             let label = format!("added {}", ABLATION_METRICS[m].1);
             let mut c = Chart::new(&label, "policy", &label);
             c.x_categories = Some(cats.clone());
-            // The cheapest policies are on the right, near zero.
             c.legend = Legend::UpperRight;
             for (k, (mode, name)) in [
                 (AblationMode::Alone, "alone (vs istio)"),
@@ -820,6 +819,15 @@ fn ablation_figure(stem: &Path, rows: &[AblationRow]) -> Result<()> {
                 points: vec![(-0.5, 0.0), (POLICIES.len() as f64 - 0.5, 0.0)],
                 mark: Mark::Line,
             });
+            // Headroom above the data for the legend, whichever policies are the costliest.
+            let ys = c
+                .series
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| p.1))
+                .filter(|y| y.is_finite());
+            let (lo, hi) = ys.fold((0.0f64, 0.0f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
+            let span = (hi - lo).max(f64::MIN_POSITIVE);
+            c.y_range = Some((lo - 0.05 * span, hi + 0.45 * span));
             c
         })
         .collect();
@@ -1157,6 +1165,8 @@ fn tipping_figure(stem: &Path, cells: &[TipCell], fitted: f64) -> Result<()> {
             label,
         );
         c.y_log = true;
+        // The ratios fall as the capacity grows: the upper right is where the data is not.
+        c.legend = Legend::UpperRight;
         for name in TIP_SCENARIOS.iter().skip(1) {
             let points = cells
                 .iter()
