@@ -683,11 +683,13 @@ impl TraversalCheck {
         if self.diffs.is_empty() || self.hop_us == 0 {
             return;
         }
+        // A zero-width interval (every replication alike) is not printed.
         let pm = |v: &[f64]| {
             let (mean, ci) = mean_ci95(v);
             (
                 mean,
-                ci.map_or_else(String::new, |h| format!(" ± {}", fmt(h))),
+                ci.filter(|h| *h > 0.0)
+                    .map_or_else(String::new, |h| format!(" ± {}", fmt(h))),
             )
         };
         let (hops, hops_ci) = pm(&self.hops);
@@ -1012,14 +1014,21 @@ fn ablation_md(s: &mut String, rows: &[AblationRow], reference: &ReferenceCosts)
             ""
         },
         if reference.mtls_injects_activator {
-            " Knative's mTLS guide requires the activator to be injected once mTLS is on (STRICT \
-             mTLS rejects a plain-text activator; an identity rule cannot match it), and nothing \
-             else does: without mTLS the activator is out of the mesh, with it its proxy joins \
-             every request's path (`MeshProfile::activator_in_mesh`). So mtls alone, and authz \
-             alone through the mTLS it needs, also add that proxy's CPU, latency and xDS \
-             pushes; on top of the other eight it is there already."
+            format!(
+                " Knative's mTLS guide requires the activator to be injected once mTLS is on \
+                 (STRICT mTLS rejects a plain-text activator; an identity rule cannot match \
+                 it), and nothing else does: without mTLS the activator is out of the mesh, with \
+                 it its proxy joins every request's path (`MeshProfile::activator_in_mesh`). So \
+                 mtls alone{} also adds that proxy's CPU, latency and xDS pushes; on top of the \
+                 other eight it is there already.",
+                if authz_brings_mtls {
+                    ", and authz alone through the mTLS it needs,"
+                } else {
+                    ""
+                }
+            )
         } else {
-            ""
+            String::new()
         },
         if no_marginal.is_empty() {
             String::new()

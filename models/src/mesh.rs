@@ -865,7 +865,12 @@ mod tests {
         // mTLS, or authz by identity (which brings mTLS), puts the activator in the mesh.
         assert!(with("istio", &["mtls"]));
         assert!(with("istio", &["authz"]));
-        assert!(with("istio-policies", &[]) == with("istio", &[]));
+        assert!(!with("istio-policies", &[]));
+        // authz whose rules need no identity brings no mTLS, so no injection either.
+        let mut plain_authz = MeshProfile::builtin("istio").unwrap();
+        plain_authz.policy.authz_needs_peer_identity = false;
+        let plain_authz = plain_authz.with_policies(&["authz".into()]).unwrap();
+        assert!(!plain_authz.activator_in_mesh());
         assert!(
             MeshProfile::builtin("istio-policies")
                 .unwrap()

@@ -754,13 +754,13 @@ impl Simulation {
         }
     }
 
-    /// Appends the mesh's steps at a hop point; returns the new step count.
     /// Counts a proxy the request in `slot` passed through (`mesh_hop` added its steps).
     fn count_proxy_hop(&mut self, slot: u32, traversed: bool) {
         let r = &mut self.reqs[slot as usize];
         r.proxy_hops = r.proxy_hops.saturating_add(u8::from(traversed));
     }
 
+    /// Appends the mesh's steps at a hop point; returns the new step count.
     fn mesh_hop(
         &mut self,
         point: HopPoint,

@@ -63,9 +63,10 @@ pub struct InvocationRecord {
     pub contention_ns: u64,
     /// Everything else: network hops and proxy CPU (gateway, activator, queue-proxy, sidecars).
     pub overhead_ns: u64,
-    /// Mesh proxies the request passed through on its way to the user container (the pod's
-    /// sidecar, the activator's when it is in the mesh and on the path, a gateway-side or
-    /// node proxy); a retried attempt through the same proxy counts once.
+    /// Proxied hop points the request passed through on its way to the user container: the
+    /// pod's (its sidecar; with ambient, ztunnel and the waypoint together), the activator's
+    /// when it is in the mesh and on the path, a gateway-side one; a retried attempt through
+    /// the same hop counts once.
     pub proxy_hops: u8,
     pub failure: Option<FailureReason>,
 }

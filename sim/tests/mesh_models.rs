@@ -499,10 +499,16 @@ fn raising_a_policy_cost_in_the_calibration_raises_cpu_and_slowdown() {
 
 /// The paper's "Istio without policies: one extra network stack traversal per invocation":
 /// with the activator on every request's path (InVitro's target burst capacity -1), a warm
-/// invocation passes through the pod's proxy only; mTLS brings the activator's proxy too.
+/// invocation passes through the pod's proxy only; mTLS (or authz by identity, which needs it)
+/// brings the activator's proxy too: on the path, in memory and in the xDS pushes.
 #[test]
 fn istio_without_policies_puts_one_proxy_on_the_path_and_mtls_two() {
-    let hops = |p: Option<MeshProfile>| {
+    struct Run {
+        hops: u8,
+        activator_xds: bool,
+        memory_at_start_gib: f64,
+    }
+    let run = |p: Option<MeshProfile>| {
         let mut cfg = exact_cfg();
         cfg.knative.target_burst_capacity = -1;
         let specs = vec![
@@ -516,7 +522,7 @@ fn istio_without_policies_puts_one_proxy_on_the_path_and_mtls_two() {
             ..SimOptions::default()
         };
         let mesh: Box<dyn meshsim_sim::mesh::SidecarModel> = match p {
-            Some(p) => Box::new(MeshModel::new(&p, &cfg, 1, inputs(false), 1, 0).expect("model")),
+            Some(p) => Box::new(MeshModel::new(&p, &cfg, 1, inputs(true), 1, 0).expect("model")),
             None => Box::new(meshsim_sim::mesh::NoMesh),
         };
         let invs: Vec<Invocation> = (0..40).map(|i| inv(i * 200, 0, 50)).collect();
@@ -530,18 +536,53 @@ fn istio_without_policies_puts_one_proxy_on_the_path_and_mtls_two() {
             .map(|x| x.proxy_hops)
             .collect();
         assert!(warm.len() >= 10, "{} warm invocations", warm.len());
-        let first = warm[0];
-        assert!(warm.iter().all(|&h| h == first), "{warm:?}");
-        first
+        assert!(warm.iter().all(|&h| h == warm[0]), "{warm:?}");
+        Run {
+            hops: warm[0],
+            activator_xds: r
+                .xds_transactions
+                .unwrap_or_default()
+                .iter()
+                .any(|t| t.proxy_kind == ProxyKind::Activator),
+            // Second 0: no function pod exists yet, only the system pods and their proxies.
+            memory_at_start_gib: r
+                .node_seconds
+                .iter()
+                .filter(|s| s.second == 0)
+                .map(|s| s.memory_gib)
+                .sum(),
+        }
     };
-    assert_eq!(hops(None), 0);
-    assert_eq!(hops(Some(profile("istio", &[]))), 1);
-    assert_eq!(hops(Some(profile("istio", &["jwt"]))), 1);
-    assert_eq!(hops(Some(profile("istio", &["mtls"]))), 2);
-    assert_eq!(
-        hops(Some(MeshProfile::builtin("istio-policies").unwrap())),
-        2
-    );
+    assert_eq!(run(None).hops, 0);
+    let istio = run(Some(profile("istio", &[])));
+    assert_eq!(istio.hops, 1);
+    assert!(!istio.activator_xds);
+    assert_eq!(run(Some(profile("istio", &["jwt"]))).hops, 1);
+    for meshed in [
+        profile("istio", &["mtls"]),
+        profile("istio", &["authz"]),
+        MeshProfile::builtin("istio-policies").unwrap(),
+        MeshProfile::builtin("linkerd").unwrap(),
+    ] {
+        let name = format!("{} {:?}", meshed.name, meshed.policies);
+        // The activator's proxy, and istiod's state for one more connected proxy (time
+        // averages over second 0: within 1 %).
+        let rss_gib =
+            (meshed.data_plane.rss_mib + meshed.control_plane.rss_kib_per_proxy / 1024.0) / 1024.0;
+        let r = run(Some(meshed));
+        assert_eq!(r.hops, 2, "{name}");
+        assert!(
+            r.activator_xds,
+            "{name}: the activator's proxy gets its config"
+        );
+        if name.starts_with("istio") {
+            let extra = r.memory_at_start_gib - istio.memory_at_start_gib;
+            assert!(
+                (extra - rss_gib).abs() < 0.01 * rss_gib,
+                "{name}: {extra} GiB more at start"
+            );
+        }
+    }
 }
 
 #[test]
