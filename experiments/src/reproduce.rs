@@ -16,7 +16,7 @@
 //!   API-server write capacities around the fitted one, times `--replications`.
 //!
 //! The base config is InVitro's deployment shape (`models/profiles/invitro-knative.toml`:
-//! container concurrency 1, target utilisation 100 %, activator always on the path), because
+//! container concurrency 1, activator always on the path), because
 //! InVitro is the load generator the paper's Knative cluster ran; `--config` replaces it.
 
 use crate::coldstart_cmd;

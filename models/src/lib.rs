@@ -332,7 +332,7 @@ pub struct KnativeConfig {
     /// requests queue in it) and respected by the activator when it picks a pod (excess
     /// requests wait in the activator). 0 = unlimited (knative default
     /// `container-concurrency: 0`). InVitro, the paper's load generator, deploys its trace
-    /// functions with 1 (and `target_utilization_pct = 100`, `target_burst_capacity = -1`).
+    /// functions with 1 (and `target_burst_capacity = -1`; `models/profiles/invitro-knative.toml`).
     pub container_concurrency: u32,
     /// Period of the activator's readiness probes of a new pod, ms (knative: 200).
     pub activator_probe_period_ms: u64,
@@ -796,7 +796,8 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.knative.container_concurrency, 1);
         assert_eq!(cfg.knative.target_burst_capacity, -1);
-        assert_eq!(cfg.knative.pod_capacity(), 1.0);
+        // Knative's 70 % of the container concurrency (the templates set no utilisation).
+        assert!((cfg.knative.pod_capacity() - 0.7).abs() < 1e-12);
     }
 
     #[test]

@@ -49,8 +49,9 @@
 //! # Knative deployment shape
 //! The defaults are Knative's (container concurrency 0 = unlimited, target 100 at 70 %, target
 //! burst capacity 211), as DESIGN.md specifies. InVitro, the paper's load generator, deploys
-//! its trace functions with container concurrency 1, target utilisation 100 % and the
-//! activator always on the path: `models/profiles/invitro-knative.toml`. With unlimited
+//! its trace functions with container concurrency 1 (a pod planned for 0.7 concurrent requests
+//! at Knative's 70 % utilisation) and the activator always on the path:
+//! `models/profiles/invitro-knative.toml`. With unlimited
 //! concurrency a CPU-heavy function packs up to ~70 concurrent executions into one pod, which
 //! saturates that pod's node; with concurrency 1 it scales out instead (and pays more cold
 //! starts).
