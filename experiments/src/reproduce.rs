@@ -344,7 +344,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
     let reference = ReferenceCosts::of(&data, &scenario_config(&ablation_base, "istio", None)?)?;
     figures.push(("policy_ablation", "Policy ablation on istio, away from the tipping point (see the section above): what each policy adds to the mean CPU in use on all workers and to the mean proxy overhead of a warm invocation, alone (vs istio without policies) and on top of the other eight (istio-policies minus all but it); paired by seed and replication, mean and 95 % confidence interval over replications."));
     lightweight(&out.join("lightweight_comparison"), &summaries)?;
-    figures.push(("lightweight_comparison", "The lightweight sidecar against no mesh, istio, linkerd and ambient: slowdown, CPU, memory, cold start, control-plane load (mean over replications)."));
+    figures.push(("lightweight_comparison", "The lightweight sidecar against no mesh, istio, linkerd and ambient: slowdown, CPU, memory, cold start, control-plane load (mean and 95 % confidence interval over replications; axes from 1 for slowdowns, from 0 otherwise)."));
     let tipping = tipping_table(&summaries, fitted);
     write_atomic(
         &out.join("tipping_point.csv"),
@@ -1061,22 +1061,38 @@ fn lightweight(stem: &Path, summaries: &[(String, u32, Value)]) -> Result<()> {
         .map(|(m, label)| {
             let mut c = Chart::new(label, "mesh", label);
             c.x_categories = Some(cats.clone());
-            let mean: Vec<(f64, f64)> = COMPARED
+            let (mut mean, mut bars) = (Vec::new(), Vec::new());
+            for (i, s) in COMPARED.iter().enumerate() {
+                let v: Vec<f64> = summaries
+                    .iter()
+                    .filter(|x| x.0 == *s)
+                    .map(|x| metric(&x.2, m))
+                    .collect();
+                let (mu, ci) = mean_ci95(&v);
+                mean.push((i as f64, mu));
+                if let Some(h) = ci {
+                    bars.extend([(i as f64, mu - h), (i as f64, mu + h)]);
+                }
+            }
+            // The axis starts at the metric's floor (1 for a slowdown, 0 otherwise), so a
+            // small difference is not drawn as a large one.
+            let floor = if m.starts_with("slowdown") { 1.0 } else { 0.0 };
+            let top = mean
                 .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let v: Vec<f64> = summaries
-                        .iter()
-                        .filter(|x| x.0 == *s)
-                        .map(|x| metric(&x.2, m))
-                        .collect();
-                    (i as f64, mean_ci95(&v).0)
-                })
-                .collect();
+                .chain(&bars)
+                .map(|p| p.1)
+                .filter(|y| y.is_finite())
+                .fold(floor, f64::max);
+            c.y_range = Some((floor, floor + (top - floor).max(f64::MIN_POSITIVE) * 1.1));
             c.series.push(Series {
                 name: String::new(),
                 points: mean,
                 mark: Mark::Points,
+            });
+            c.series.push(Series {
+                name: String::new(),
+                points: bars,
+                mark: Mark::ErrorBars,
             });
             c
         })
