@@ -945,11 +945,8 @@ impl Config {
             }
         }
         if let Some(r) = &p.rate_limit {
-            if !r.redis_url.starts_with("redis://") {
-                return Err(invalid(
-                    "policies.rate_limit.redis_url",
-                    "must start with redis://",
-                ));
+            if let Err(why) = crate::policy::redis::RedisTarget::parse(&r.redis_url) {
+                return Err(invalid("policies.rate_limit.redis_url", &why));
             }
             check_range(
                 "policies.rate_limit.requests_per_window",

@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod mtls;
 pub mod ports;
 pub mod ratelimit;
+pub mod redis;
 pub mod retry;
 pub mod tracing;
 

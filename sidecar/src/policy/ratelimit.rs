@@ -12,9 +12,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderName, StatusCode};
-use redis::aio::MultiplexedConnection;
 use tower::{Layer, Service, ServiceExt};
 
+use super::redis::RedisHandle;
 use crate::config::{FailureMode, RateLimitKey, RateLimitPolicy, TokenBucket};
 use crate::http::{Req, Resp, conn_info, local_reply};
 use crate::stats::Stats;
@@ -54,99 +54,6 @@ impl Bucket {
             true
         } else {
             false
-        }
-    }
-}
-
-/// A lazily (re)connecting Redis handle: after a connection failure (refused, reset, protocol
-/// error), no new connection attempt is made for `backoff`, so an outage costs requests
-/// nothing but a lock. A reply slower than the timeout fails only that request.
-pub struct RedisHandle {
-    client: Option<redis::Client>,
-    timeout: Duration,
-    backoff: Duration,
-    state: Mutex<(Option<MultiplexedConnection>, Option<Instant>)>,
-}
-
-impl std::fmt::Debug for RedisHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisHandle").finish_non_exhaustive()
-    }
-}
-
-impl RedisHandle {
-    /// Handle for `url` (an unparsable URL behaves as an unreachable server).
-    pub fn new(url: &str, timeout: Duration) -> RedisHandle {
-        RedisHandle {
-            client: redis::Client::open(url).ok(),
-            timeout,
-            backoff: Duration::from_millis(500),
-            state: Mutex::new((None, None)),
-        }
-    }
-
-    async fn connection(&self) -> Result<MultiplexedConnection, String> {
-        {
-            let st = self.state.lock().map_err(|_| "poisoned".to_owned())?;
-            if let Some(c) = &st.0 {
-                return Ok(c.clone());
-            }
-            if let Some(until) = st.1
-                && Instant::now() < until
-            {
-                return Err("redis unavailable (backing off)".into());
-            }
-        }
-        let client = self.client.as_ref().ok_or("bad redis url")?;
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        match client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-        {
-            Ok(c) => {
-                if let Ok(mut st) = self.state.lock() {
-                    st.0 = Some(c.clone());
-                    st.1 = None;
-                }
-                Ok(c)
-            }
-            Err(e) => {
-                self.mark_failed();
-                Err(e.to_string())
-            }
-        }
-    }
-
-    fn mark_failed(&self) {
-        if let Ok(mut st) = self.state.lock() {
-            st.0 = None;
-            st.1 = Some(Instant::now() + self.backoff);
-        }
-    }
-
-    /// `INCRBY key 1; EXPIRE key ttl_s` pipelined; returns the new count.
-    pub async fn incr(&self, key: &str, ttl_s: u64) -> Result<u64, String> {
-        let mut conn = self.connection().await?;
-        let mut pipe = redis::pipe();
-        pipe.cmd("INCRBY")
-            .arg(key)
-            .arg(1)
-            .cmd("EXPIRE")
-            .arg(key)
-            .arg(ttl_s)
-            .ignore();
-        match tokio::time::timeout(self.timeout, pipe.query_async::<(u64,)>(&mut conn)).await {
-            Ok(Ok((n,))) => Ok(n),
-            // A slow reply fails this request only: the multiplexed connection is still good,
-            // and dropping it would turn one stall into a back-off window of refusals.
-            Ok(Err(e)) if e.is_timeout() => Err(e.to_string()),
-            Err(_) => Err("redis timeout".into()),
-            Ok(Err(e)) => {
-                self.mark_failed();
-                Err(e.to_string())
-            }
         }
     }
 }
