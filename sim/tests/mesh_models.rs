@@ -91,6 +91,16 @@ fn simulate(
     functions: usize,
     invs: Vec<Invocation>,
 ) -> meshsim_sim::engine::EngineResult {
+    simulate_with(&exact_cfg(), Box::new(mesh), functions, invs)
+}
+
+/// [`simulate`] with another config and any mesh hook.
+fn simulate_with(
+    cfg: &SimConfig,
+    mesh: Box<dyn SidecarModel>,
+    functions: usize,
+    invs: Vec<Invocation>,
+) -> meshsim_sim::engine::EngineResult {
     let specs = vec![
         FunctionSpec {
             memory_request_mib: 128
@@ -103,11 +113,7 @@ fn simulate(
         ..SimOptions::default()
     };
     let n = invs.len() as u64;
-    Simulation::new(&exact_cfg(), &specs, Box::new(mesh), opts).run(
-        invs.into_iter(),
-        n,
-        &mut |_, _| {},
-    )
+    Simulation::new(cfg, &specs, mesh, opts).run(invs.into_iter(), n, &mut |_, _| {})
 }
 
 fn pod_ctx(now: u64, pod: u32, in_flight: u32) -> HopCtx {
@@ -511,23 +517,16 @@ fn istio_without_policies_puts_one_proxy_on_the_path_and_mtls_two() {
     let run = |p: Option<MeshProfile>| {
         let mut cfg = exact_cfg();
         cfg.knative.target_burst_capacity = -1;
-        let specs = vec![
-            FunctionSpec {
-                memory_request_mib: 128
-            };
-            1
-        ];
-        let opts = SimOptions {
-            record_invocations: true,
-            ..SimOptions::default()
-        };
-        let mesh: Box<dyn meshsim_sim::mesh::SidecarModel> = match p {
+        let mesh: Box<dyn SidecarModel> = match p {
             Some(p) => Box::new(MeshModel::new(&p, &cfg, 1, inputs(true), 1, 0).expect("model")),
             None => Box::new(meshsim_sim::mesh::NoMesh),
         };
-        let invs: Vec<Invocation> = (0..40).map(|i| inv(i * 200, 0, 50)).collect();
-        let n = invs.len() as u64;
-        let r = Simulation::new(&cfg, &specs, mesh, opts).run(invs.into_iter(), n, &mut |_, _| {});
+        let r = simulate_with(
+            &cfg,
+            mesh,
+            1,
+            (0..40).map(|i| inv(i * 200, 0, 50)).collect(),
+        );
         let warm: Vec<u8> = r
             .invocations
             .unwrap()

@@ -185,17 +185,18 @@ impl Conn {
             stream,
             buf: Vec::with_capacity(64),
         };
-        let mut cmd = Vec::new();
+        let (mut cmd, mut n) = (Vec::new(), 0);
         if let Some(p) = &t.password {
             match &t.user {
                 Some(u) => encode(&mut cmd, &[b"AUTH", u.as_bytes(), p.as_bytes()]),
                 None => encode(&mut cmd, &[b"AUTH", p.as_bytes()]),
             }
+            n += 1;
         }
         if t.db != 0 {
             encode(&mut cmd, &[b"SELECT", t.db.to_string().as_bytes()]);
+            n += 1;
         }
-        let n = usize::from(t.password.is_some()) + usize::from(t.db != 0);
         if n > 0 {
             let mut replies = [Reply::Status, Reply::Status];
             conn.round_trip(&cmd, &mut replies[..n]).await?;
