@@ -10,6 +10,9 @@
 //! a time (at most [`MAX_CONNECTIONS`] at once; more checks wait for one within their timeout)
 //! and goes back to the pool once both replies are read. A check that times out drops its
 //! connection (its replies are still due), so the pool never holds one with a reply pending.
+//! A pooled connection that turns out closed by the server (end of stream, reset or broken pipe
+//! before any reply: Redis restarted, or its idle `timeout` struck) is not a failure of Redis:
+//! the check is sent once more on a new connection and the other idle connections are closed.
 
 use std::io;
 use std::sync::Mutex;
@@ -211,8 +214,8 @@ impl Conn {
 
     /// Writes `cmd` (one write) and reads one reply per slot of `out`.
     async fn round_trip(&mut self, cmd: &[u8], out: &mut [Reply]) -> io::Result<()> {
-        self.stream.write_all(cmd).await?;
         self.buf.clear();
+        self.stream.write_all(cmd).await?;
         let mut pos = 0;
         for slot in out.iter_mut() {
             loop {
@@ -231,6 +234,18 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// Whether `e`, on a connection that had received nothing of its replies yet, says that the
+/// server had closed the connection before the command arrived (end of stream, reset, broken
+/// pipe), rather than that it answered badly.
+fn stale(e: &io::Error, conn: &Conn) -> bool {
+    use io::ErrorKind::*;
+    conn.buf.is_empty()
+        && matches!(
+            e.kind(),
+            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+        )
 }
 
 /// Why a check failed: the server's error reply (the connection is still good), or the
@@ -319,14 +334,28 @@ impl RedisHandle {
             .await
             .map_err(|_| Failure::Server("closed".into()))?;
         let idle = self.pool.lock().ok().and_then(|mut p| p.idle.pop());
+        let reused = idle.is_some();
         let mut conn = match idle {
             Some(c) => c,
             None => Conn::open(target).await.map_err(Failure::Connection)?,
         };
         let mut replies = [Reply::Status, Reply::Status];
-        conn.round_trip(cmd, &mut replies)
-            .await
-            .map_err(Failure::Connection)?;
+        if let Err(e) = conn.round_trip(cmd, &mut replies).await {
+            // A pooled connection the server closed while it sat idle (Redis restarted, or
+            // its `timeout` closed idle clients): the command never reached a live server, so
+            // it is sent once more on a new connection, and the other idle connections, as
+            // old as this one, are closed. Anything else is a connection failure.
+            if !(reused && stale(&e, &conn)) {
+                return Err(Failure::Connection(e));
+            }
+            if let Ok(mut p) = self.pool.lock() {
+                p.idle.clear();
+            }
+            conn = Conn::open(target).await.map_err(Failure::Connection)?;
+            conn.round_trip(cmd, &mut replies)
+                .await
+                .map_err(Failure::Connection)?;
+        }
         if let Ok(mut p) = self.pool.lock() {
             p.idle.push(conn);
         }
@@ -448,6 +477,23 @@ mod tests {
             "a connection with replies due is not kept"
         );
         drop(l);
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_server_closed_is_replaced_without_a_back_off() {
+        // The server answers the first check, then closes that connection when the second
+        // check arrives on it (as after a restart, or Redis's idle `timeout`), and answers it
+        // on a new connection.
+        let url = fake_server(vec![b":1\r\n:1\r\n", b":2\r\n:1\r\n"]).await;
+        let h = RedisHandle::new(&url, Duration::from_secs(2));
+        assert_eq!(h.incr("k", 1).await, Ok(1));
+        assert_eq!(h.pool.lock().unwrap().idle.len(), 1);
+        assert_eq!(h.incr("k", 1).await, Ok(2));
+        assert!(h.pool.lock().unwrap().failed_until.is_none());
+        // A fresh connection that fails the same way is a connection failure: back-off.
+        let h = RedisHandle::new(&fake_server(vec![b""]).await, Duration::from_secs(2));
+        assert!(h.incr("k", 1).await.is_err());
+        assert!(h.pool.lock().unwrap().failed_until.is_some());
     }
 
     #[tokio::test]
