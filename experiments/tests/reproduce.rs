@@ -89,7 +89,7 @@ fn reproduce_writes_every_figure_table_the_tipping_point_study_and_the_policy_ab
             assert!(x.is_finite(), "{h} = {v} in {r:?}");
         }
     }
-    // JWT has a measured positive CPU cost in the shipped calibration (56.5 vs 42.4 us per request
+    // JWT has a measured positive CPU cost in the shipped calibration (53.5 vs 32.4 us per request
     // at 1000 rps), so istio with JWT alone must use more worker CPU than istio without it.
     let jwt = rows[1..]
         .iter()
