@@ -367,6 +367,64 @@ async fn redis_down_fails_open_or_closed_as_configured() {
     assert_eq!(up.state.hits.load(Ordering::Relaxed), 3);
 }
 
+/// A private `redis-server` on `port` (the Debian package `.ci/run` installs), up once it
+/// accepts connections; killed on drop.
+struct PrivateRedis(std::process::Child);
+
+impl PrivateRedis {
+    async fn start(port: u16) -> PrivateRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (.ci/run installs Debian's redis-server)");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return PrivateRedis(child);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on port {port} did not accept connections within 5 s");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restart_is_not_an_outage() {
+    // The pooled connection to the first server is dead after the restart; the check must
+    // notice it, reconnect to the new server and count there, not fail closed or back off.
+    let up = upstream().await;
+    let port = dead_port().await.port();
+    let redis = PrivateRedis::start(port).await;
+    let sc = sidecar(
+        up.addr,
+        &format!(
+            "[policies.rate_limit]\nredis_url = \"redis://127.0.0.1:{port}/\"\nrequests_per_window = 100\nwindow_s = 60\nkey = {{ kind = \"global\" }}\nfailure_mode = \"closed\"\nredis_timeout_ms = 1000\n"
+        ),
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(send(sc.inbound, get("/")).await.expect("reply").status, 200);
+    }
+    drop(redis);
+    let _redis = PrivateRedis::start(port).await;
+    for _ in 0..3 {
+        let r = send(sc.inbound, get("/")).await.expect("reply");
+        assert_eq!((r.status, r.denied_by()), (200, None), "after the restart");
+    }
+    assert_eq!(sc.stats().redis_errors.get(), 0, "a restart is not an error");
+}
+
 #[tokio::test]
 async fn tracing_headers_are_started_or_propagated() {
     let up = upstream().await;
