@@ -320,6 +320,8 @@ pub struct Simulation {
     rr_activator: usize,
     lb_rng: Rng,
     start_rng: Rng,
+    /// Phase of each node's PLEG relists in `[0, period)`, ns (index = node id).
+    pleg_phase: Vec<u64>,
     done_buf: Vec<JobOwner>,
     mesh_actions: Vec<MeshAction>,
     collector: Collector,
@@ -441,6 +443,19 @@ impl Simulation {
             rr_activator: 0,
             lb_rng: stream(opts.seed, opts.replication, "activator/lb"),
             start_rng: stream(opts.seed, opts.replication, "kubelet/pod-start"),
+            pleg_phase: {
+                let period = cfg.kubernetes.pod_start.pleg_relist_period_ms * MS;
+                let mut rng = stream(opts.seed, opts.replication, "kubelet/pleg");
+                (0..=usize::from(cl.workers))
+                    .map(|_| {
+                        if period == 0 {
+                            0
+                        } else {
+                            rng.random_range(0..period)
+                        }
+                    })
+                    .collect()
+            },
             done_buf: Vec::new(),
             mesh_actions: Vec::new(),
             collector: Collector::default(),
@@ -1422,6 +1437,17 @@ impl Simulation {
         }
     }
 
+    /// Time from now until `node`'s next PLEG relist (0 when the period is 0).
+    fn until_pleg_relist(&self, node: u16) -> u64 {
+        let period = self.cfg.kubernetes.pod_start.pleg_relist_period_ms * MS;
+        if period == 0 {
+            return 0;
+        }
+        let phase = self.pleg_phase[usize::from(node)];
+        let since = (self.now + period - phase % period) % period;
+        (period - since) % period
+    }
+
     /// A node-side step time with the configured spread (stream `kubelet/pod-start`).
     fn jitter(&mut self, ns: u64) -> u64 {
         let j = f64::from(self.cfg.kubernetes.pod_start.jitter_pct) / 100.0;
@@ -1531,7 +1557,18 @@ impl Simulation {
                 self.mem_change(node, rss);
                 if i + 1 < self.containers() {
                     self.pods[pod as usize].step = PodStep::Container((i + 1) as u8);
-                    let d = self.jitter(self.container_start_ns(i + 1));
+                    // An init container has run to completion; the kubelet starts the next
+                    // container once its PLEG relist has seen the exit.
+                    let init = self
+                        .injected
+                        .get(i)
+                        .is_some_and(|c| c.kind == ContainerKind::Init);
+                    let pleg = if init {
+                        self.until_pleg_relist(node)
+                    } else {
+                        0
+                    };
+                    let d = pleg + self.jitter(self.container_start_ns(i + 1));
                     self.at(d, Ev::Pod { pod });
                 } else {
                     // The queue-proxy probes the user container every probe period from now

@@ -227,7 +227,9 @@ pub enum PodStep {
     WatchKubelet,
     /// The sandbox (pause container, network namespace, IP) is being created.
     Sandbox,
-    /// Container `i` of the pod's container list is being created and started.
+    /// Container `i` of the pod's container list is being created and started (after an init
+    /// container, first waiting for the node's next PLEG relist to see it exit:
+    /// `kubernetes.pod_start.pleg_relist_period_ms`).
     Container(u8),
     /// Every container runs; the readiness probe waits for the user container.
     Probing,

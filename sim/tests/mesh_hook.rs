@@ -40,6 +40,8 @@ struct ToyMesh {
 struct ToyLog {
     system: Vec<(SystemPod, u16)>,
     finished: Vec<(u32, Option<u32>, Option<FailureReason>)>,
+    /// (pod, when its sidecar container had started, ns).
+    sidecar_started: Vec<(u32, u64)>,
 }
 
 impl ToyMesh {
@@ -98,6 +100,9 @@ impl SidecarModel for ToyMesh {
         if let ClusterEvent::SystemPodPlaced { kind, node } = ev {
             self.log.borrow_mut().system.push((kind, node));
         }
+        if let ClusterEvent::SidecarStarted { pod, .. } = ev {
+            self.log.borrow_mut().sidecar_started.push((pod, ctx.now.0));
+        }
         if let ClusterEvent::PodScheduled { pod, .. } = ev {
             ctx.act(MeshAction::Timer {
                 delay_ns: PUSH_DELAY_NS,
@@ -155,6 +160,8 @@ impl SidecarModel for ToyMesh {
 fn toy_mesh_changes_pipeline_path_failures_and_xds() {
     let mut cfg = SimConfig::default();
     cfg.kubernetes.pod_start.jitter_pct = 0;
+    // The kubelet notices the init container's exit at once (the PLEG wait has its own test).
+    cfg.kubernetes.pod_start.pleg_relist_period_ms = 0;
     cfg.validate().unwrap();
     let (g, h, a, q) = (
         cfg.knative.gateway_cpu_us * US,
@@ -260,4 +267,72 @@ fn toy_mesh_changes_pipeline_path_failures_and_xds() {
             (1, Some(1), Some(FailureReason::RateLimited))
         ]
     );
+}
+
+/// When the toy mesh's sidecar of the first pod started, for a config and seed; and the time
+/// it would start if the kubelet noticed the init container's exit at once.
+fn sidecar_start(cfg: &SimConfig, seed: u64, init: bool) -> (u64, u64) {
+    let mut mesh = ToyMesh::new();
+    if !init {
+        mesh.containers.remove(0);
+    }
+    let log = mesh.log.clone();
+    let specs = [FunctionSpec {
+        memory_request_mib: 128,
+    }];
+    let opts = SimOptions {
+        seed,
+        ..SimOptions::default()
+    };
+    let inv = Invocation {
+        at_ns: 0,
+        function: 0,
+        exec_ns: 100 * MS,
+        memory_mb: 10.0,
+    };
+    Simulation::new(cfg, &specs, Box::new(mesh), opts).run(std::iter::once(inv), 1, &mut |_, _| {});
+    let (g, h, a) = (
+        cfg.knative.gateway_cpu_us * US,
+        cfg.cluster.network_hop_us * US,
+        cfg.knative.activator_cpu_us * US,
+    );
+    let (s, w) = (40 * MS, cfg.kubernetes.watch_delay_ms * MS);
+    let t_buf = g + h + HOP.cpu_ns + HOP.latency_ns + a;
+    let binding = t_buf + 5 * (s + w) - w;
+    let containers = if init { (95 + 81) * MS } else { 81 * MS };
+    let at_once = binding + w + cfg.kubernetes.pod_start.sandbox_create_ms * MS + containers;
+    let started = log.borrow().sidecar_started[0];
+    assert_eq!(started.0, 0);
+    (started.1, at_once)
+}
+
+#[test]
+fn after_an_init_container_the_next_container_waits_for_the_nodes_pleg_relist() {
+    let mut cfg = SimConfig::default();
+    cfg.kubernetes.pod_start.jitter_pct = 0;
+    let period = cfg.kubernetes.pod_start.pleg_relist_period_ms * MS;
+    assert_eq!(period, 1_000 * MS, "Kubernetes' genericPlegRelistPeriod");
+    let mut waits = BTreeSet::new();
+    for seed in 1..=8 {
+        let (started, at_once) = sidecar_start(&cfg, seed, true);
+        assert!(started >= at_once, "seed {seed}: {started} < {at_once}");
+        let wait = started - at_once;
+        assert!(wait < period, "seed {seed}: waited {wait} ns for a relist");
+        waits.insert(wait);
+        // Without an init container nothing waits for a relist.
+        let (started, at_once) = sidecar_start(&cfg, seed, false);
+        assert_eq!(started, at_once, "seed {seed}: no init container");
+    }
+    assert!(
+        waits.len() > 4,
+        "each node relists in its own phase, drawn per seed: {waits:?}"
+    );
+    cfg.kubernetes.pod_start.pleg_relist_period_ms = 0;
+    for seed in 1..=3 {
+        let (started, at_once) = sidecar_start(&cfg, seed, true);
+        assert_eq!(
+            started, at_once,
+            "seed {seed}: period 0 notices the exit at once"
+        );
+    }
 }

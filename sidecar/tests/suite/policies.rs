@@ -373,18 +373,20 @@ struct PrivateRedis(std::process::Child);
 
 impl PrivateRedis {
     async fn start(port: u16) -> PrivateRedis {
-        let child = std::process::Command::new("redis-server")
+        let redis = PrivateRedis(
+            std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("redis-server on PATH (.ci/run installs Debian's redis-server)");
+            .expect("redis-server on PATH (.ci/run installs Debian's redis-server)"),
+        );
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
-                return PrivateRedis(child);
+                return redis;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
