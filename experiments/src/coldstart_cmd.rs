@@ -26,6 +26,12 @@ pub struct ColdStartArgs {
     pub count: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Runs per rate, with seeds `seed`, `seed + 1`, ...; each point averages them (see
+    /// [`mean_point`]). With a mesh, one run's p50 sits on the 1 s lattice of the sidecar's
+    /// startup probe, and which step a pod lands on depends on its node's PLEG phase, drawn
+    /// per seed, so one seed says little.
+    #[arg(long, default_value_t = 10)]
+    pub seeds: u64,
     /// Mesh profile(s) to compare, comma separated (none, istio, linkerd, lightweight, ...).
     #[arg(long, value_delimiter = ',', default_value = "none,istio")]
     pub mesh: Vec<String>,
@@ -37,19 +43,25 @@ pub struct ColdStartArgs {
     pub out: PathBuf,
 }
 
-/// Runs the benchmark at every rate (in parallel; results in rate order) with the mesh selected
-/// by `cfg.mesh`.
+/// Runs the benchmark at every rate with the mesh selected by `cfg.mesh`, once per seed
+/// `seed..seed + seeds` (in parallel; results in rate order), and averages the runs of each
+/// rate with [`mean_point`].
 pub fn sweep(
     cfg: &meshsim_models::SimConfig,
     data: &MeshData,
     rates: &[f64],
     count: usize,
     seed: u64,
+    seeds: u64,
 ) -> Result<Vec<ColdStartPoint>> {
     let profile = cfg.mesh.resolve()?;
-    rates
+    let runs: Vec<(f64, u64)> = rates
+        .iter()
+        .flat_map(|&r| (seed..seed + seeds.max(1)).map(move |s| (r, s)))
+        .collect();
+    let points: Vec<ColdStartPoint> = runs
         .par_iter()
-        .map(|&r| {
+        .map(|&(r, seed)| {
             let mesh: Box<dyn SidecarModel> = if profile.data_plane.kind == DataPlaneKind::None {
                 Box::new(NoMesh)
             } else {
@@ -63,9 +75,34 @@ pub fn sweep(
                 )?)
             };
             coldstart::run_with_mesh(cfg, r, count, seed, mesh)
-                .with_context(|| format!("cold-start benchmark at {r}/s"))
+                .with_context(|| format!("cold-start benchmark at {r}/s, seed {seed}"))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok(points
+        .chunks(seeds.max(1) as usize)
+        .map(mean_point)
+        .collect())
+}
+
+/// One point from runs of the same rate: the mean of each statistic (p50, p99, the activator
+/// wait, achieved throughput, writes per cold start), the largest maximum, and the sums of the
+/// counts (cold starts, completed, failed, events).
+pub fn mean_point(runs: &[ColdStartPoint]) -> ColdStartPoint {
+    let n = runs.len().max(1) as f64;
+    let mean = |f: fn(&ColdStartPoint) -> f64| runs.iter().map(f).sum::<f64>() / n;
+    ColdStartPoint {
+        rate: runs.first().map_or(0.0, |p| p.rate),
+        count: runs.iter().map(|p| p.count).sum(),
+        p50_s: mean(|p| p.p50_s),
+        p99_s: mean(|p| p.p99_s),
+        max_s: runs.iter().map(|p| p.max_s).fold(0.0, f64::max),
+        wait_p50_s: mean(|p| p.wait_p50_s),
+        achieved_throughput_per_s: mean(|p| p.achieved_throughput_per_s),
+        completed: runs.iter().map(|p| p.completed).sum(),
+        failed: runs.iter().map(|p| p.failed).sum(),
+        api_writes_per_cold_start: mean(|p| p.api_writes_per_cold_start),
+        events: runs.iter().map(|p| p.events).sum(),
+    }
 }
 
 pub fn run(a: ColdStartArgs) -> Result<()> {
@@ -78,12 +115,15 @@ pub fn run(a: ColdStartArgs) -> Result<()> {
     if a.count == 0 {
         bail!("--count: expected at least 1");
     }
+    if a.seeds == 0 {
+        bail!("--seeds: expected at least 1");
+    }
     let base = load_config(a.config.as_deref())?;
     let data = MeshData::load(None)?;
     let mut curves = Vec::new();
     for profile in &a.mesh {
         let cfg = scenario_config(&base, profile, None)?;
-        let points = sweep(&cfg, &data, &a.rates, a.count, a.seed)?;
+        let points = sweep(&cfg, &data, &a.rates, a.count, a.seed, a.seeds)?;
         let name = scenario_name(profile);
         crate::outln!("{name}:");
         crate::outln!(
@@ -209,4 +249,41 @@ pub fn figure(stem: &Path, scenarios: &[(String, Vec<ColdStartPoint>)]) -> Resul
         });
     }
     render(stem, &[lat, thr], 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(p50_s: f64, max_s: f64, failed: u64) -> ColdStartPoint {
+        ColdStartPoint {
+            rate: 1.0,
+            count: 60,
+            p50_s,
+            p99_s: 2.0 * p50_s,
+            max_s,
+            wait_p50_s: p50_s - 0.5,
+            achieved_throughput_per_s: p50_s / 4.0,
+            completed: 60 - failed,
+            failed,
+            api_writes_per_cold_start: 12.0,
+            events: 1000,
+        }
+    }
+
+    #[test]
+    fn a_point_of_several_runs_averages_statistics_and_sums_counts() {
+        let m = mean_point(&[point(3.38, 4.0, 0), point(4.38, 6.0, 2)]);
+        assert_eq!(m.rate, 1.0);
+        assert!((m.p50_s - 3.88).abs() < 1e-12, "{}", m.p50_s);
+        assert!((m.p99_s - 7.76).abs() < 1e-12);
+        assert!((m.wait_p50_s - 3.38).abs() < 1e-12);
+        assert!((m.achieved_throughput_per_s - 0.97).abs() < 1e-12);
+        assert_eq!(m.max_s, 6.0, "the largest maximum, not a mean");
+        assert_eq!(
+            (m.count, m.completed, m.failed, m.events),
+            (120, 118, 2, 2000)
+        );
+        assert_eq!(m.api_writes_per_cold_start, 12.0);
+    }
 }
