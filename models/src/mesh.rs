@@ -722,6 +722,11 @@ pub struct MeshSelection {
     pub scope: Option<Scope>,
     /// Replaces the sandbox technology (per-request sandbox profiles) when set.
     pub sandbox: Option<SandboxTech>,
+    /// Replaces [`DataPlane::module_idle_release_ms`] of a data plane that has one (the
+    /// lightweight profile; ignored by the others) when set: how long a node keeps its compiled
+    /// policy module after its last sandboxed request, ms; 0 keeps it compiled for good (no
+    /// recompile is ever charged). A sweep axis: `"mesh.module_idle_release_ms" = [0, 1000]`.
+    pub module_idle_release_ms: Option<u64>,
 }
 
 impl Default for MeshSelection {
@@ -731,6 +736,7 @@ impl Default for MeshSelection {
             policies: None,
             scope: None,
             sandbox: None,
+            module_idle_release_ms: None,
         }
     }
 }
@@ -752,6 +758,11 @@ impl MeshSelection {
         if let Some(t) = self.sandbox {
             p.data_plane.sandbox_technology = Some(t);
             p.data_plane.sandbox_boot_us = None;
+        }
+        if let Some(ms) = self.module_idle_release_ms
+            && p.data_plane.module_idle_release_ms.is_some()
+        {
+            p.data_plane.module_idle_release_ms = (ms > 0).then_some(ms);
         }
         p.validate()?;
         Ok(p)
@@ -828,8 +839,7 @@ mod tests {
             MeshSelection {
                 profile: profile.into(),
                 policies: Some(vec!["authz".into()]),
-                scope: None,
-                sandbox: None,
+                ..MeshSelection::default()
             }
             .resolve()
             .unwrap()
@@ -893,7 +903,7 @@ mod tests {
             profile: "istio".into(),
             policies: Some(vec!["mtls".into()]),
             scope: Some(Scope::Minimal),
-            sandbox: None,
+            ..MeshSelection::default()
         };
         let p = s.resolve().unwrap();
         assert_eq!(p.policy_mask(), 1 << 6);
@@ -905,5 +915,23 @@ mod tests {
             ..MeshSelection::default()
         };
         assert!(none.resolve().unwrap().policies.is_empty());
+        // The lightweight module's idle release: replaced, 0 = never released; profiles
+        // without one are left alone.
+        let release = |profile: &str, ms: u64| {
+            MeshSelection {
+                profile: profile.into(),
+                module_idle_release_ms: Some(ms),
+                ..MeshSelection::default()
+            }
+            .resolve()
+            .unwrap()
+            .data_plane
+            .module_idle_release_ms
+        };
+        let shipped = MeshProfile::builtin("lightweight").unwrap();
+        assert!(shipped.data_plane.module_idle_release_ms.is_some());
+        assert_eq!(release("lightweight", 10_000), Some(10_000));
+        assert_eq!(release("lightweight", 0), None);
+        assert_eq!(release("istio", 10_000), None);
     }
 }
