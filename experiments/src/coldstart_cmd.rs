@@ -93,6 +93,7 @@ pub fn mean_point(runs: &[ColdStartPoint]) -> ColdStartPoint {
     ColdStartPoint {
         rate: runs.first().map_or(0.0, |p| p.rate),
         count: runs.iter().map(|p| p.count).sum(),
+        runs: runs.iter().map(|p| p.runs).sum(),
         p50_s: mean(|p| p.p50_s),
         p99_s: mean(|p| p.p99_s),
         max_s: runs.iter().map(|p| p.max_s).fold(0.0, f64::max),
@@ -174,6 +175,10 @@ pub fn write_table(out: &Path, curves: &[(String, Vec<ColdStartPoint>)]) -> Resu
             Column::new(
                 "count".into(),
                 points.iter().map(|p| p.count as u64).collect::<Vec<u64>>(),
+            ),
+            Column::new(
+                "runs".into(),
+                points.iter().map(|p| p.runs).collect::<Vec<u32>>(),
             ),
             f("p50_s", &|p| p.p50_s),
             f("p99_s", &|p| p.p99_s),
@@ -259,6 +264,7 @@ mod tests {
         ColdStartPoint {
             rate: 1.0,
             count: 60,
+            runs: 1,
             p50_s,
             p99_s: 2.0 * p50_s,
             max_s,
@@ -284,6 +290,7 @@ mod tests {
             (m.count, m.completed, m.failed, m.events),
             (120, 118, 2, 2000)
         );
+        assert_eq!(m.runs, 2);
         assert_eq!(m.api_writes_per_cold_start, 12.0);
     }
 }

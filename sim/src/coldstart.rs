@@ -36,7 +36,11 @@ pub const MEMORY_MIB: u64 = 128;
 pub struct ColdStartPoint {
     /// Offered cold starts per second.
     pub rate: f64,
+    /// Cold starts measured (over all runs of the point).
     pub count: usize,
+    /// Seeded runs the point stands for (1 for one benchmark run; see the `meshsim coldstart`
+    /// command, which averages several).
+    pub runs: u32,
     /// Cold-start latency (arrival to response), s.
     pub p50_s: f64,
     pub p99_s: f64,
@@ -147,6 +151,7 @@ pub fn run_sustained_with_mesh(
     Ok(ColdStartPoint {
         rate: rate_per_s,
         count,
+        runs: 1,
         p50_s: quantile_sorted(&lat, 0.5),
         p99_s: quantile_sorted(&lat, 0.99),
         max_s: lat.last().copied().unwrap_or(0.0),
