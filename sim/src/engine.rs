@@ -1443,8 +1443,8 @@ impl Simulation {
         if period == 0 {
             return 0;
         }
-        let phase = self.pleg_phase[usize::from(node)];
-        let since = (self.now + period - phase % period) % period;
+        // Relists at phase + k * period (phase < period).
+        let since = (self.now + period - self.pleg_phase[usize::from(node)]) % period;
         (period - since) % period
     }
 

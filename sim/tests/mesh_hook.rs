@@ -163,13 +163,11 @@ fn toy_mesh_changes_pipeline_path_failures_and_xds() {
     // The kubelet notices the init container's exit at once (the PLEG wait has its own test).
     cfg.kubernetes.pod_start.pleg_relist_period_ms = 0;
     cfg.validate().unwrap();
-    let (g, h, a, q) = (
-        cfg.knative.gateway_cpu_us * US,
+    let (h, q) = (
         cfg.cluster.network_hop_us * US,
-        cfg.knative.activator_cpu_us * US,
         cfg.knative.queue_proxy_cpu_us * US,
     );
-    let (s, w) = (40 * MS, cfg.kubernetes.watch_delay_ms * MS);
+    let (s, w) = (WRITE_NS, cfg.kubernetes.watch_delay_ms * MS);
     let sb = cfg.kubernetes.pod_start.sandbox_create_ms * MS;
     let c = cfg.kubernetes.pod_start.container_start_ms * MS;
     let e = 100 * MS;
@@ -203,12 +201,10 @@ fn toy_mesh_changes_pipeline_path_failures_and_xds() {
         &mut |_, _| {},
     );
     let recs = r.invocations.unwrap();
-    // Buffered after the gateway, a hop, the activator's sidecar and the activator.
-    let t_buf = g + h + HOP.cpu_ns + HOP.latency_ns + a;
-    // Binding commits after 5 writes and watch delays; the containers (init, sidecar, user,
-    // queue-proxy) are up 862 ms after the watch + sandbox; the sidecar's config arrives
-    // 2 s after the binding, so readiness waits for the first 10 ms retry after it.
-    let binding = t_buf + 5 * (s + w) - w;
+    // The containers (init, sidecar, user, queue-proxy) are up 862 ms after the watch +
+    // sandbox; the sidecar's config arrives 2 s after the binding, so readiness waits for the
+    // first 10 ms retry after it.
+    let (t_buf, binding) = buffered_and_bound(&cfg);
     let all_started = binding + w + sb + (95 + 81) * MS + 2 * c;
     let config = binding + PUSH_DELAY_NS;
     let ready = all_started + (config - all_started).div_ceil(RETRY_NS) * RETRY_NS;
@@ -269,6 +265,22 @@ fn toy_mesh_changes_pipeline_path_failures_and_xds() {
     );
 }
 
+/// One API write at the default 25 writes/s, ns.
+const WRITE_NS: u64 = 40 * MS;
+
+/// When the first request is buffered at the activator (after the gateway, a hop, the
+/// activator's sidecar and the activator) and when its pod's Binding commits (5 writes and
+/// their watch delays later), ns.
+fn buffered_and_bound(cfg: &SimConfig) -> (u64, u64) {
+    let t_buf = cfg.knative.gateway_cpu_us * US
+        + cfg.cluster.network_hop_us * US
+        + HOP.cpu_ns
+        + HOP.latency_ns
+        + cfg.knative.activator_cpu_us * US;
+    let w = cfg.kubernetes.watch_delay_ms * MS;
+    (t_buf, t_buf + 5 * (WRITE_NS + w) - w)
+}
+
 /// When the toy mesh's sidecar of the first pod started, for a config and seed; and the time
 /// it would start if the kubelet noticed the init container's exit at once.
 fn sidecar_start(cfg: &SimConfig, seed: u64, init: bool) -> (u64, u64) {
@@ -291,14 +303,8 @@ fn sidecar_start(cfg: &SimConfig, seed: u64, init: bool) -> (u64, u64) {
         memory_mb: 10.0,
     };
     Simulation::new(cfg, &specs, Box::new(mesh), opts).run(std::iter::once(inv), 1, &mut |_, _| {});
-    let (g, h, a) = (
-        cfg.knative.gateway_cpu_us * US,
-        cfg.cluster.network_hop_us * US,
-        cfg.knative.activator_cpu_us * US,
-    );
-    let (s, w) = (40 * MS, cfg.kubernetes.watch_delay_ms * MS);
-    let t_buf = g + h + HOP.cpu_ns + HOP.latency_ns + a;
-    let binding = t_buf + 5 * (s + w) - w;
+    let (_, binding) = buffered_and_bound(cfg);
+    let w = cfg.kubernetes.watch_delay_ms * MS;
     let containers = if init { (95 + 81) * MS } else { 81 * MS };
     let at_once = binding + w + cfg.kubernetes.pod_start.sandbox_create_ms * MS + containers;
     let started = log.borrow().sidecar_started[0];
