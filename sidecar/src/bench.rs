@@ -32,6 +32,8 @@ use crate::pki::Pki;
 use crate::policy::jwt::TestIssuer;
 use crate::upstream::Connector;
 
+pub mod instructions;
+
 /// The nine policies, in request order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -592,12 +594,22 @@ impl Harness {
 
     /// Starts a sidecar process for `set` on a free loopback port (stderr to the scratch dir).
     fn spawn_sidecar(&self, set: &PolicySet) -> Result<(SocketAddr, Proc), BenchError> {
+        self.spawn_sidecar_wrapped(set, &[])
+    }
+
+    /// [`Harness::spawn_sidecar`] under a wrapper command (`wrap[0] wrap[1..] sidecar serve ...`,
+    /// e.g. valgrind); an empty `wrap` runs the sidecar itself.
+    fn spawn_sidecar_wrapped(
+        &self,
+        set: &PolicySet,
+        wrap: &[String],
+    ) -> Result<(SocketAddr, Proc), BenchError> {
         let port = free_port()?;
         let cfg = self.dir.join(format!("sidecar-{port}.toml"));
         std::fs::write(&cfg, self.sidecar_config(set, port)).map_err(|e| err("config", e))?;
         let stderr = std::fs::File::create(self.dir.join(format!("sidecar-{port}.stderr")))
             .map_err(|e| err("stderr file", e))?;
-        let child = Command::new(&self.opts.sidecar_bin)
+        let child = wrapped(&self.opts.sidecar_bin, wrap)
             .arg("serve")
             .arg("--config")
             .arg(&cfg)
@@ -670,17 +682,29 @@ impl Harness {
     }
 
     fn spawn_nginx(&self, port: u16) -> Result<Child, BenchError> {
+        self.spawn_nginx_wrapped(port, &[])
+    }
+
+    /// [`Harness::spawn_nginx`] under a wrapper command. With a wrapper, nginx runs as one
+    /// process (`master_process off`: the process the wrapper starts is the one that serves);
+    /// without, as a master and one worker.
+    fn spawn_nginx_wrapped(&self, port: u16, wrap: &[String]) -> Result<Child, BenchError> {
         let d = self.dir.join(format!("nginx-{port}"));
         std::fs::create_dir_all(&d).map_err(|e| err("nginx dir", e))?;
         let user = if is_root() { "user root;\n" } else { "" };
+        let single = if wrap.is_empty() {
+            ""
+        } else {
+            "master_process off;\n"
+        };
         let conf = format!(
-            "{user}worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream fn {{ server {up}; keepalive 256; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://fn;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+            "{user}{single}worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream fn {{ server {up}; keepalive 256; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://fn;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
             d = d.display(),
             up = self.upstream,
         );
         let conf_path = d.join("nginx.conf");
         std::fs::write(&conf_path, conf).map_err(|e| err("nginx conf", e))?;
-        Command::new(&self.opts.nginx_bin)
+        wrapped(&self.opts.nginx_bin, wrap)
             .arg("-c")
             .arg(&conf_path)
             .arg("-p")
@@ -723,6 +747,18 @@ fn warm_up_tls(pki: &Pki, client: Arc<rustls::ClientConfig>) -> Result<(), Bench
         }
     }
     Err(BenchError("warm-up TLS handshake did not complete".into()))
+}
+
+/// `prog` as a command, or `wrap[0] wrap[1..] prog` when a wrapper is given.
+fn wrapped(prog: &Path, wrap: &[String]) -> Command {
+    match wrap.split_first() {
+        None => Command::new(prog),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(prog);
+            c
+        }
+    }
 }
 
 fn is_root() -> bool {
@@ -840,20 +876,26 @@ impl Proc {
     }
 
     /// SIGTERM, then wait up to 5 s, then SIGKILL.
-    fn stop(mut self) {
+    fn stop(self) {
+        self.stop_within(Duration::from_secs(5));
+    }
+
+    /// SIGTERM, then wait up to `grace`, then SIGKILL; whether it exited by itself.
+    fn stop_within(mut self, grace: Duration) -> bool {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        false
     }
 }
 
@@ -1013,9 +1055,10 @@ impl LoadClient {
             }
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        Err(BenchError(
-            "proxy did not serve a request within 10 s".into(),
-        ))
+        Err(BenchError(format!(
+            "proxy did not serve a request within {} s",
+            limit.as_secs()
+        )))
     }
 
     /// Send at `rate_rps` for `duration` (schedule-based), wait for all responses.

@@ -84,6 +84,19 @@ struct BenchArgs {
     /// (Istio's default).
     #[arg(long, default_value = "ecdsa-p256")]
     pub key_algorithm: meshsim_sidecar::pki::KeyAlgorithm,
+    /// Instead of timing, count the user-space instructions per request of each selected
+    /// policy set and of nginx under valgrind's callgrind: runs of N/5 and N sequential
+    /// requests, per request = the difference / (N - N/5). Repeatable whatever the machine's
+    /// load; ignores --rates, --duration-s and --repeats.
+    #[arg(long, value_name = "N")]
+    pub instructions: Option<u64>,
+    /// valgrind executable (for --instructions).
+    #[arg(long, default_value = "valgrind")]
+    pub valgrind: PathBuf,
+    /// With --instructions: keep callgrind's output files in this directory (one per proxy
+    /// and run, `callgrind-<target>-<requests>.out`, for `callgrind_annotate`).
+    #[arg(long, value_name = "DIR")]
+    pub callgrind_dir: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -179,6 +192,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         handshake_rate,
         handshake_only,
         key_algorithm,
+        instructions,
+        valgrind,
+        callgrind_dir,
     } = args;
     let with_nginx = !no_nginx;
     let rates = &rates[..];
@@ -202,6 +218,11 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "--handshake-rate must be in 1..=2000 (0 skips it, except with --handshake-only)"
         );
     }
+    if let Some(n) = instructions
+        && !(50..=100_000).contains(&n)
+    {
+        anyhow::bail!("--instructions must be in 50..=100000 requests");
+    }
     let sets: Vec<PolicySet> = PolicySet::standard()
         .into_iter()
         .chain([PolicySet::HeaderOnly])
@@ -221,6 +242,16 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         ..Options::default()
     })
     .context("setting up the bench")?;
+    if let Some(n) = instructions {
+        return count_instructions(
+            &harness,
+            &sets,
+            with_nginx,
+            n,
+            &valgrind,
+            callgrind_dir.as_deref(),
+        );
+    }
     let duration = std::time::Duration::from_secs_f64(duration_s);
     let handshake = if handshake_rate > 0 {
         let h = measure_handshake_median(&harness, handshake_rate, duration, repeats)
@@ -279,5 +310,49 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         std::fs::write(&path, file.to_toml_string())
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    Ok(())
+}
+
+/// `bench --instructions N`: callgrind counts of nginx (first) and each policy set.
+fn count_instructions(
+    harness: &meshsim_sidecar::bench::Harness,
+    sets: &[meshsim_sidecar::bench::PolicySet],
+    with_nginx: bool,
+    n: u64,
+    valgrind: &std::path::Path,
+    keep: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use meshsim_sidecar::bench::{Target, instructions};
+    let version = instructions::valgrind_version(valgrind)?;
+    if let Some(dir) = keep {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let targets = with_nginx
+        .then_some(Target::Nginx)
+        .into_iter()
+        .chain(sets.iter().cloned().map(Target::Sidecar));
+    let mut counts = Vec::new();
+    for t in targets {
+        let c = harness
+            .count_instructions(&t, n / 5, n, valgrind)
+            .with_context(|| format!("counting the instructions of {}", t.name()))?;
+        if let Some(dir) = keep {
+            for requests in [c.requests_small, c.requests_large] {
+                let name = format!("callgrind-{}-{requests}.out", c.target);
+                let from = meshsim_sidecar::bench::scratch_dir(harness).join(&name);
+                std::fs::copy(&from, dir.join(&name))
+                    .with_context(|| format!("keeping {}", from.display()))?;
+            }
+        }
+        eprintln!(
+            "{:<16} {:>9.0} instructions/request (totals {} and {})",
+            c.target, c.per_request, c.total_small, c.total_large
+        );
+        counts.push(c);
+    }
+    println!("{}", instructions::table(&counts));
+    println!(
+        "user-space instructions per request counted by {version} (callgrind); one keep-alive connection, sequential requests, 1 proxy worker thread"
+    );
     Ok(())
 }

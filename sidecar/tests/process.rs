@@ -1,4 +1,4 @@
-//! The sidecar as a process: SIGTERM drain, and the bounded soak (2000 req/s with all nine
+//! The sidecar as a process: SIGTERM drain, instruction counts under callgrind, and the bounded soak (2000 req/s with all nine
 //! policies for `MESHSIM_SOAK_SECS`, default 15, RSS sampled from /proc/<pid>/stat). Needs Redis
 //! (`MESHSIM_REDIS_URL`, default redis://127.0.0.1:6379/).
 
@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use meshsim_sidecar::bench::{Harness, Options, PolicySet, soak_verdict};
+use meshsim_sidecar::bench::{Harness, Options, Policy, PolicySet, Target, soak_verdict};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshsim-sidecar");
 
@@ -187,4 +187,42 @@ async fn isolation_flag_overrides_the_config() {
         assert!(Instant::now() < deadline, "sidecar did not exit");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// `bench --instructions`: the count of instructions per request under callgrind repeats
+/// (the reason to have it next to the timed bench), and it sees the cost of a policy: the
+/// access log (a JSON line formatted and written per request) adds instructions to the bare
+/// proxy. Needs valgrind (`.ci/run` installs Debian's package).
+#[test]
+fn instruction_counts_repeat_and_see_a_policy() {
+    let harness = Harness::new(Options {
+        sidecar_bin: BIN.into(),
+        redis_url: redis_url(),
+        ..Options::default()
+    })
+    .expect("harness");
+    let valgrind = std::path::Path::new("valgrind");
+    meshsim_sidecar::bench::instructions::valgrind_version(valgrind).expect("valgrind installed");
+    let count = |set: PolicySet| {
+        harness
+            .count_instructions(&Target::Sidecar(set), 40, 200, valgrind)
+            .expect("callgrind run")
+    };
+    let a = count(PolicySet::PassThrough);
+    let b = count(PolicySet::PassThrough);
+    let log = count(PolicySet::Only(Policy::AccessLog));
+    eprintln!("{a:?}\n{b:?}\n{log:?}");
+    assert!(
+        a.per_request > 5_000.0,
+        "a proxied request executes thousands of instructions: {a:?}"
+    );
+    let spread = (a.per_request - b.per_request).abs() / a.per_request;
+    assert!(
+        spread < 0.05,
+        "two counts differ by {spread:.3}: {a:?} {b:?}"
+    );
+    assert!(
+        log.per_request > a.per_request * 1.1,
+        "the access log adds instructions: {log:?} vs {a:?}"
+    );
 }
