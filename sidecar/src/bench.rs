@@ -1049,14 +1049,16 @@ impl LoadClient {
 
     /// Poll until a request succeeds; milliseconds since `since`.
     pub async fn wait_first_ok(&self, since: Instant, limit: Duration) -> Result<f64, BenchError> {
+        let mut last = String::from("none answered");
         while since.elapsed() < limit {
-            if self.one(Duration::from_millis(500)).await.is_ok() {
-                return Ok(since.elapsed().as_secs_f64() * 1e3);
+            match self.one(Duration::from_millis(500)).await {
+                Ok(()) => return Ok(since.elapsed().as_secs_f64() * 1e3),
+                Err(kind) => last = kind,
             }
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         Err(BenchError(format!(
-            "proxy did not serve a request within {} s",
+            "proxy did not serve a request within {} s (last attempt: {last})",
             limit.as_secs()
         )))
     }
