@@ -12,6 +12,10 @@ use meshsim_sidecar::bench::{Harness, Options, Policy, PolicySet, Target, soak_v
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshsim-sidecar");
 
+/// The soak and the callgrind runs each keep a core busy for seconds: they take turns, so the
+/// soak's open-loop load is not starved by valgrind running beside it.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -90,6 +94,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 /// never an unexpected failure, and judge RSS by its trend in each quarter of the second half.
 #[test]
 fn soak_all_policies_at_2000rps_rss_flat() {
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let secs: u64 = std::env::var("MESHSIM_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -195,6 +200,7 @@ async fn isolation_flag_overrides_the_config() {
 /// proxy. Needs valgrind (`.ci/run` installs Debian's package).
 #[test]
 fn instruction_counts_repeat_and_see_a_policy() {
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let harness = Harness::new(Options {
         sidecar_bin: BIN.into(),
         redis_url: redis_url(),
