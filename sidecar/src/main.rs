@@ -338,7 +338,7 @@ fn count_instructions(
             .with_context(|| format!("counting the instructions of {}", t.name()))?;
         if let Some(dir) = keep {
             for requests in [c.requests_small, c.requests_large] {
-                let name = format!("callgrind-{}-{requests}.out", c.target);
+                let name = instructions::file_name(&c.target, requests);
                 let from = meshsim_sidecar::bench::scratch_dir(harness).join(&name);
                 std::fs::copy(&from, dir.join(&name))
                     .with_context(|| format!("keeping {}", from.display()))?;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{BenchError, Harness, LoadClient, Policy, Proc, Target, err, free_port};
+use crate::config::Isolation;
 
 /// How long a proxy under callgrind may take to serve its first request.
 const FIRST_REQUEST_LIMIT: Duration = Duration::from_secs(120);
@@ -63,6 +64,12 @@ pub fn parse_totals(text: &str) -> Option<u64> {
         .ok()
 }
 
+/// The name of the callgrind file of `target` (a table name such as `header-only/per-request`)
+/// for the run of `requests` requests, in the harness's scratch directory.
+pub fn file_name(target: &str, requests: u64) -> String {
+    format!("callgrind-{}-{requests}.out", target.replace('/', "-"))
+}
+
 /// `valgrind --version`, or an error saying how to get it.
 pub fn valgrind_version(valgrind: &Path) -> Result<String, BenchError> {
     let out = std::process::Command::new(valgrind)
@@ -96,10 +103,14 @@ impl Harness {
                 "the short run ({small} requests) must be shorter than the long one ({large})"
             )));
         }
-        let total_small = self.callgrind_run(target, small, valgrind)?;
-        let total_large = self.callgrind_run(target, large, valgrind)?;
+        let name = match (target, self.opts.isolation) {
+            (Target::Sidecar(_), Isolation::PerRequest) => format!("{}/per-request", target.name()),
+            _ => target.name(),
+        };
+        let total_small = self.callgrind_run(target, &name, small, valgrind)?;
+        let total_large = self.callgrind_run(target, &name, large, valgrind)?;
         Ok(InstructionCount {
-            target: target.name(),
+            target: name,
             requests_small: small,
             requests_large: large,
             total_small,
@@ -113,12 +124,11 @@ impl Harness {
     fn callgrind_run(
         &self,
         target: &Target,
+        name: &str,
         requests: u64,
         valgrind: &Path,
     ) -> Result<u64, BenchError> {
-        let out: PathBuf = self
-            .dir
-            .join(format!("callgrind-{}-{requests}.out", target.name()));
+        let out: PathBuf = self.dir.join(file_name(name, requests));
         let _ = std::fs::remove_file(&out);
         let wrap = [
             valgrind.display().to_string(),
@@ -152,8 +162,7 @@ impl Harness {
             for i in 0..requests {
                 client.one(REQUEST_TIMEOUT).await.map_err(|kind| {
                     BenchError(format!(
-                        "{} under callgrind: request {} of {requests} failed: {kind}",
-                        target.name(),
+                        "{name} under callgrind: request {} of {requests} failed: {kind}",
                         i + 1
                     ))
                 })?;
@@ -164,8 +173,7 @@ impl Harness {
         served?;
         if !exited {
             return Err(BenchError(format!(
-                "{} under callgrind did not exit within {} s of SIGTERM, so callgrind wrote no counts",
-                target.name(),
+                "{name} under callgrind did not exit within {} s of SIGTERM, so callgrind wrote no counts",
                 EXIT_GRACE.as_secs()
             )));
         }
