@@ -5,10 +5,19 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Check;
 use crate::http::{Req, Resp};
+
+// Header names as constants: a `&str` name is parsed and validated on every lookup or insert.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const B3: HeaderName = HeaderName::from_static("b3");
+const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
 /// Trace context of a request (inserted into its extensions for the access log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +127,7 @@ fn hex_u64(s: &str) -> Option<u64> {
 
 /// `00-<32 hex trace>-<16 hex span>-<2 hex flags>`; all-zero ids are invalid.
 fn parse_traceparent(headers: &HeaderMap) -> Option<(u128, u64, bool)> {
-    let v = headers.get("traceparent")?.to_str().ok()?;
+    let v = headers.get(&TRACEPARENT)?.to_str().ok()?;
     let mut parts = v.trim().split('-');
     let (ver, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     if ver.len() != 2 || ver == "ff" || trace.len() != 32 || flags.len() != 2 {
@@ -141,26 +150,48 @@ fn parse_b3_trace(s: &str) -> Option<u128> {
 }
 
 fn parse_b3(headers: &HeaderMap) -> Option<(u128, u64, bool)> {
-    if let Some(v) = headers.get("b3").and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers.get(&B3).and_then(|v| v.to_str().ok()) {
         let mut parts = v.trim().split('-');
         let trace = parse_b3_trace(parts.next()?)?;
         let span = hex_u64(parts.next()?).filter(|s| *s != 0)?;
         let sampled = matches!(parts.next(), Some("1") | Some("d"));
         return Some((trace, span, sampled));
     }
-    let trace = parse_b3_trace(headers.get("x-b3-traceid")?.to_str().ok()?)?;
-    let span = hex_u64(headers.get("x-b3-spanid")?.to_str().ok()?).filter(|s| *s != 0)?;
+    let trace = parse_b3_trace(headers.get(&B3_TRACE_ID)?.to_str().ok()?)?;
+    let span = hex_u64(headers.get(&B3_SPAN_ID)?.to_str().ok()?).filter(|s| *s != 0)?;
     let sampled = headers
-        .get("x-b3-sampled")
+        .get(&B3_SAMPLED)
         .is_some_and(|v| v.as_bytes() == b"1" || v.as_bytes() == b"true")
-        || headers
-            .get("x-b3-flags")
-            .is_some_and(|v| v.as_bytes() == b"1");
+        || headers.get(&B3_FLAGS).is_some_and(|v| v.as_bytes() == b"1");
     Some((trace, span, sampled))
 }
 
-fn hv(s: String) -> HeaderValue {
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+/// `v`'s low `out.len() * 4` bits as lowercase hex, most significant digit first.
+fn put_hex(out: &mut [u8], mut v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+/// A header value of hex digits (always valid, so never the fallback).
+fn hex_value(v: u128, digits: usize) -> HeaderValue {
+    let mut buf = [0u8; 32];
+    let out = &mut buf[..digits];
+    put_hex(out, v);
+    HeaderValue::from_bytes(out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// `00-<32 hex trace>-<16 hex span>-<flags>`.
+fn traceparent_value(ctx: &TraceCtx) -> HeaderValue {
+    let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    put_hex(&mut buf[3..35], ctx.trace_id);
+    put_hex(&mut buf[36..52], u128::from(ctx.span_id));
+    if ctx.sampled {
+        buf[54] = b'1';
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 impl Check for Tracing {
@@ -176,24 +207,17 @@ impl Check for Tracing {
 pub fn apply(req: &mut Req, ctx: TraceCtx) {
     {
         let h = req.headers_mut();
-        let flags = if ctx.sampled { "01" } else { "00" };
-        h.insert(
-            "traceparent",
-            hv(format!(
-                "00-{:032x}-{:016x}-{flags}",
-                ctx.trace_id, ctx.span_id
-            )),
-        );
-        h.remove("b3");
-        h.insert("x-b3-traceid", hv(format!("{:032x}", ctx.trace_id)));
-        h.insert("x-b3-spanid", hv(format!("{:016x}", ctx.span_id)));
+        h.insert(TRACEPARENT, traceparent_value(&ctx));
+        h.remove(B3);
+        h.insert(B3_TRACE_ID, hex_value(ctx.trace_id, 32));
+        h.insert(B3_SPAN_ID, hex_value(u128::from(ctx.span_id), 16));
         if ctx.parent_id != 0 {
-            h.insert("x-b3-parentspanid", hv(format!("{:016x}", ctx.parent_id)));
+            h.insert(B3_PARENT_SPAN_ID, hex_value(u128::from(ctx.parent_id), 16));
         } else {
-            h.remove("x-b3-parentspanid");
+            h.remove(B3_PARENT_SPAN_ID);
         }
         h.insert(
-            "x-b3-sampled",
+            B3_SAMPLED,
             HeaderValue::from_static(if ctx.sampled { "1" } else { "0" }),
         );
     }
@@ -258,6 +282,54 @@ mod tests {
         ]));
         assert_eq!(ctx.trace_id, 0x463ac35c9f6413ad);
         assert!(!ctx.sampled);
+    }
+
+    #[test]
+    fn emitted_headers_are_zero_padded_lowercase_hex() {
+        let t = Tracing::with_seed(0.5, 7);
+        let mut ctxs: Vec<TraceCtx> = (0..200).map(|_| t.context(&HeaderMap::new())).collect();
+        ctxs.push(TraceCtx {
+            trace_id: 0xab,
+            span_id: 1,
+            parent_id: 0x0f,
+            sampled: true,
+        });
+        ctxs.push(TraceCtx {
+            trace_id: u128::MAX,
+            span_id: u64::MAX,
+            parent_id: 0,
+            sampled: false,
+        });
+        for ctx in ctxs {
+            let mut req = Req::new(http_body_util::Full::new(bytes::Bytes::new()));
+            apply(&mut req, ctx);
+            let h = req.headers();
+            let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap_or("?").to_owned());
+            let flags = if ctx.sampled { "01" } else { "00" };
+            assert_eq!(
+                get("traceparent"),
+                Some(format!(
+                    "00-{:032x}-{:016x}-{flags}",
+                    ctx.trace_id, ctx.span_id
+                ))
+            );
+            assert_eq!(get("x-b3-traceid"), Some(format!("{:032x}", ctx.trace_id)));
+            assert_eq!(get("x-b3-spanid"), Some(format!("{:016x}", ctx.span_id)));
+            assert_eq!(
+                get("x-b3-parentspanid"),
+                (ctx.parent_id != 0).then(|| format!("{:016x}", ctx.parent_id))
+            );
+            assert_eq!(
+                get("x-b3-sampled").as_deref(),
+                Some(if ctx.sampled { "1" } else { "0" })
+            );
+            // What this hop emits, the next hop reads back.
+            let next = t.context(h);
+            assert_eq!(
+                (next.trace_id, next.parent_id, next.sampled),
+                (ctx.trace_id, ctx.span_id, ctx.sampled)
+            );
+        }
     }
 
     #[test]
