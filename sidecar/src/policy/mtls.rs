@@ -12,7 +12,7 @@ use crate::config::MtlsMode;
 use crate::http::{Req, Resp, conn_info, local_reply};
 
 /// Header carrying the verified peer identity upstream.
-pub const XFCC: &str = "x-forwarded-client-cert";
+pub const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
 
 /// The mTLS request check.
 #[derive(Debug)]
