@@ -149,7 +149,14 @@ impl Shared {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let window = now / self.window_s;
-        format!("meshsim_rl:{}:{}:{}", self.function, part, window)
+        let mut key = String::with_capacity(16 + self.function.len() + part.len() + 20);
+        key.push_str("meshsim_rl:");
+        key.push_str(&self.function);
+        key.push(':');
+        key.push_str(part);
+        key.push(':');
+        super::redis::push_decimal_str(&mut key, window);
+        key
     }
 
     async fn check_global(&self, part: &str) -> Option<Resp> {
