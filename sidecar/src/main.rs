@@ -93,6 +93,10 @@ struct BenchArgs {
     /// valgrind executable (for --instructions).
     #[arg(long, default_value = "valgrind")]
     pub valgrind: PathBuf,
+    /// The sidecar executable under test (default: this one), e.g. an older build for an A/B
+    /// comparison with the same harness.
+    #[arg(long, value_name = "PATH")]
+    pub sidecar_bin: Option<PathBuf>,
     /// With --instructions: keep callgrind's output files in this directory (one per proxy
     /// and run, `callgrind-<target>-<requests>.out`, for `callgrind_annotate`).
     #[arg(long, value_name = "DIR")]
@@ -195,6 +199,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         instructions,
         valgrind,
         callgrind_dir,
+        sidecar_bin,
     } = args;
     let with_nginx = !no_nginx;
     let rates = &rates[..];
@@ -234,12 +239,14 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if sets.is_empty() {
         anyhow::bail!("--only matched no policy set");
     }
+    let defaults = Options::default();
     let harness = Harness::new(Options {
+        sidecar_bin: sidecar_bin.unwrap_or(defaults.sidecar_bin.clone()),
         isolation,
         sandbox_keep_resident_bytes: keep_resident_bytes,
         idle_settle: std::time::Duration::from_secs_f64(idle_settle_s),
         key_algorithm,
-        ..Options::default()
+        ..defaults
     })
     .context("setting up the bench")?;
     if let Some(n) = instructions {
