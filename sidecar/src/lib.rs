@@ -30,6 +30,7 @@ pub mod bench;
 pub mod calibration;
 pub mod config;
 pub mod diag;
+pub mod digits;
 pub mod http;
 pub mod pki;
 pub mod policy;

@@ -155,7 +155,7 @@ impl Shared {
         key.push(':');
         key.push_str(part);
         key.push(':');
-        super::redis::push_decimal_str(&mut key, window);
+        crate::digits::push_decimal_str(&mut key, window);
         key
     }
 

@@ -125,34 +125,9 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "escapes that are not UTF-8".into())
 }
 
-/// The decimal digits of `n` (the formatting machinery of `write!` costs more than the
-/// command it would format).
-fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(decimal(n, &mut [0u8; 20]));
-}
-
-/// Appends `n` in decimal to a string.
-pub(crate) fn push_decimal_str(out: &mut String, n: u64) {
-    out.extend(decimal(n, &mut [0u8; 20]).iter().map(|&d| char::from(d)));
-}
-
 /// Appends one command as a RESP array of bulk strings.
 fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
+    use crate::digits::push_decimal;
     out.push(b'*');
     push_decimal(out, args.len() as u64);
     out.extend_from_slice(b"\r\n");
@@ -340,7 +315,14 @@ impl RedisHandle {
         let mut cmd = Vec::with_capacity(64 + 2 * key.len());
         encode(&mut cmd, &[b"INCRBY", key.as_bytes(), b"1"]);
         let ttl = &mut [0u8; 20];
-        encode(&mut cmd, &[b"EXPIRE", key.as_bytes(), decimal(ttl_s, ttl)]);
+        encode(
+            &mut cmd,
+            &[
+                b"EXPIRE",
+                key.as_bytes(),
+                crate::digits::decimal(ttl_s, ttl),
+            ],
+        );
         match tokio::time::timeout(self.timeout, self.check(target, &cmd)).await {
             Ok(Ok(n)) => Ok(n),
             // The server answered: the connection is fine (it went back to the pool).
@@ -406,15 +388,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decimals_and_commands_are_encoded_as_formatting_would() {
-        for n in [0, 7, 10, 99, 100, 1_234_567_890, u64::MAX] {
-            let mut v = Vec::new();
-            push_decimal(&mut v, n);
-            assert_eq!(v, n.to_string().into_bytes());
-            let mut s = String::from("k:");
-            push_decimal_str(&mut s, n);
-            assert_eq!(s, format!("k:{n}"));
-        }
+    fn commands_are_encoded_as_formatting_would() {
         let mut cmd = Vec::new();
         let key = "meshsim_rl:fn:10.0.0.1:123456789012";
         encode(&mut cmd, &[b"INCRBY", key.as_bytes(), b"1"]);

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Check;
+use crate::digits::put_hex;
 use crate::http::{Req, Resp};
 
 // Header names as constants: a `&str` name is parsed and validated on every lookup or insert.
@@ -164,15 +165,6 @@ fn parse_b3(headers: &HeaderMap) -> Option<(u128, u64, bool)> {
         .is_some_and(|v| v.as_bytes() == b"1" || v.as_bytes() == b"true")
         || headers.get(&B3_FLAGS).is_some_and(|v| v.as_bytes() == b"1");
     Some((trace, span, sampled))
-}
-
-/// `v`'s low `out.len() * 4` bits as lowercase hex, most significant digit first.
-fn put_hex(out: &mut [u8], mut v: u128) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in out.iter_mut().rev() {
-        *b = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
-    }
 }
 
 /// A header value of hex digits (always valid, so never the fallback).
