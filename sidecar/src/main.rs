@@ -344,11 +344,9 @@ fn count_instructions(
             .count_instructions(&t, n / 5, n, valgrind)
             .with_context(|| format!("counting the instructions of {}", t.name()))?;
         if let Some(dir) = keep {
-            for requests in [c.requests_small, c.requests_large] {
-                let name = instructions::file_name(&c.target, requests);
-                let from = meshsim_sidecar::bench::scratch_dir(harness).join(&name);
-                std::fs::copy(&from, dir.join(&name))
-                    .with_context(|| format!("keeping {}", from.display()))?;
+            for from in &c.files {
+                let to = dir.join(from.file_name().unwrap_or_default());
+                std::fs::copy(from, &to).with_context(|| format!("keeping {}", from.display()))?;
             }
         }
         eprintln!(

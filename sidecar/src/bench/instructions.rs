@@ -47,6 +47,9 @@ pub struct InstructionCount {
     pub total_large: u64,
     /// `(total_large - total_small) / (requests_large - requests_small)`.
     pub per_request: f64,
+    /// callgrind's output files of the short and the long run (in the harness's scratch
+    /// directory, removed with the harness).
+    pub files: [PathBuf; 2],
 }
 
 /// The total instruction count of a callgrind output file (its `totals:` line, or `summary:`
@@ -65,8 +68,8 @@ pub fn parse_totals(text: &str) -> Option<u64> {
 }
 
 /// The name of the callgrind file of `target` (a table name such as `header-only/per-request`)
-/// for the run of `requests` requests, in the harness's scratch directory.
-pub fn file_name(target: &str, requests: u64) -> String {
+/// for the run of `requests` requests.
+fn file_name(target: &str, requests: u64) -> String {
     format!("callgrind-{}-{requests}.out", target.replace('/', "-"))
 }
 
@@ -107,8 +110,8 @@ impl Harness {
             (Target::Sidecar(_), Isolation::PerRequest) => format!("{}/per-request", target.name()),
             _ => target.name(),
         };
-        let total_small = self.callgrind_run(target, &name, small, valgrind)?;
-        let total_large = self.callgrind_run(target, &name, large, valgrind)?;
+        let (total_small, file_small) = self.callgrind_run(target, &name, small, valgrind)?;
+        let (total_large, file_large) = self.callgrind_run(target, &name, large, valgrind)?;
         Ok(InstructionCount {
             target: name,
             requests_small: small,
@@ -116,18 +119,20 @@ impl Harness {
             total_small,
             total_large,
             per_request: (total_large as f64 - total_small as f64) / (large - small) as f64,
+            files: [file_small, file_large],
         })
     }
 
     /// One run under callgrind: start the proxy, wait for its first served request, send
-    /// `requests` more one after the other, stop it with SIGTERM, read its total.
+    /// `requests` more one after the other, stop it with SIGTERM, read its total (and say
+    /// where callgrind's file is).
     fn callgrind_run(
         &self,
         target: &Target,
         name: &str,
         requests: u64,
         valgrind: &Path,
-    ) -> Result<u64, BenchError> {
+    ) -> Result<(u64, PathBuf), BenchError> {
         let out: PathBuf = self.dir.join(file_name(name, requests));
         let _ = std::fs::remove_file(&out);
         let wrap = [
@@ -179,12 +184,13 @@ impl Harness {
         }
         let text = std::fs::read_to_string(&out)
             .map_err(|e| err(&format!("reading {}", out.display()), e))?;
-        parse_totals(&text).ok_or_else(|| {
+        let total = parse_totals(&text).ok_or_else(|| {
             BenchError(format!(
                 "{}: no `totals:` line (expected callgrind's output format)",
                 out.display()
             ))
-        })
+        })?;
+        Ok((total, out))
     }
 }
 
@@ -232,6 +238,7 @@ mod tests {
             total_small: 0,
             total_large: 0,
             per_request,
+            files: Default::default(),
         };
         let t = table(&[c("nginx", 20_000.0), c("pass-through", 42_000.0)]);
         assert!(t.contains("| nginx | 500 / 2500 | 20000 | 1.00 |"), "{t}");
