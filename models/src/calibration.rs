@@ -19,7 +19,9 @@
 //! `d_p` = (policy `p` alone) - (pass-through) = base + m_p for each of the `n` policies and
 //! `D` = (all n) - (pass-through) = base + sum m_p, `base = (sum d_p - D) / (n - 1)`; each
 //! difference is clamped at 0 (a policy measured cheaper than the pass-through is noise), so
-//! the marginal costs are `max(0, d_p - base)`.
+//! the marginal costs are `max(0, d_p - base)`. For CPU, an entry's `cpu_us_over_pass_through`
+//! (the median of its per-round differences to the pass-through, written by calibrations
+//! since 2026-11-26) is its `d`, when present.
 
 use serde::{Deserialize, Serialize};
 
@@ -262,6 +264,14 @@ pub struct PolicyCost {
     pub startup_ms: f64,
     /// Fraction of requests that failed during the measurement.
     pub error_rate: f64,
+    /// CPU per request over the pass-through's, paired by round: the median over rounds of
+    /// (this set's CPU per request - the pass-through's in the same round), microseconds.
+    /// Steadier than the difference of the two `cpu_us_per_request` medians, and what the
+    /// cost model takes as the set's difference when present. Absent for nginx and the
+    /// pass-through, and in files written before it existed (the cost model then takes the
+    /// difference of the medians).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_us_over_pass_through: Option<f64>,
 }
 
 impl CalibrationFile {
@@ -334,6 +344,17 @@ impl CalibrationFile {
                 if !(v.is_finite() && v >= 0.0) {
                     return Err(bad(f(name), v.to_string(), "a finite number >= 0"));
                 }
+            }
+            // A difference of two measurements: negative within the noise, clamped by the
+            // cost model.
+            if let Some(v) = e.cpu_us_over_pass_through
+                && !v.is_finite()
+            {
+                return Err(bad(
+                    f("cpu_us_over_pass_through"),
+                    v.to_string(),
+                    "a finite number",
+                ));
             }
             if !(e.error_rate.is_finite() && (0.0..=1.0).contains(&e.error_rate)) {
                 return Err(bad(f("error_rate"), e.error_rate.to_string(), "0 ..= 1"));
@@ -416,10 +437,14 @@ impl CalibrationFile {
         for p in POLICIES {
             alone.push(need(p)?);
         }
-        let split = |get: &dyn Fn(&PolicyCost) -> f64| -> (f64, f64, [f64; 9]) {
+        // `over(e)`: the set's difference to the pass-through; `None` takes the difference of
+        // the two entries' values.
+        type Over<'a> = &'a dyn Fn(&PolicyCost) -> Option<f64>;
+        let split = |get: &dyn Fn(&PolicyCost) -> f64, over: Over<'_>| -> (f64, f64, [f64; 9]) {
             let base_v = get(pt);
-            let d: Vec<f64> = alone.iter().map(|e| (get(e) - base_v).max(0.0)).collect();
-            let d_all = (get(all) - base_v).max(0.0);
+            let diff = |e: &PolicyCost| over(e).unwrap_or(get(e) - base_v).max(0.0);
+            let d: Vec<f64> = alone.iter().map(|e| diff(e)).collect();
+            let d_all = diff(all);
             let sum: f64 = d.iter().sum();
             let act = ((sum - d_all) / (POLICIES.len() as f64 - 1.0)).max(0.0);
             let mut m = [0.0; 9];
@@ -428,9 +453,10 @@ impl CalibrationFile {
             }
             (base_v, act, m)
         };
-        let (cpu_pt, cpu_base, cpu_m) = split(&|e| e.cpu_us_per_request);
-        let (lat_pt, lat_base, lat_m) = split(&|e| e.added_latency_p50_us);
-        let (p99_pt, p99_base, p99_m) = split(&|e| e.added_latency_p99_us);
+        let (cpu_pt, cpu_base, cpu_m) =
+            split(&|e| e.cpu_us_per_request, &|e| e.cpu_us_over_pass_through);
+        let (lat_pt, lat_base, lat_m) = split(&|e| e.added_latency_p50_us, &|_| None);
+        let (p99_pt, p99_base, p99_m) = split(&|e| e.added_latency_p99_us, &|_| None);
         Ok(PolicyCosts {
             rate_rps: pt.rate_rps,
             cpu: CostSplit {
@@ -518,6 +544,7 @@ mod tests {
             rss_kib: 9000,
             startup_ms: 3.0,
             error_rate: 0.0,
+            cpu_us_over_pass_through: None,
         }
     }
 
@@ -644,6 +671,41 @@ mod tests {
         assert!((c.cpu.of(0x1ff) - 60.0).abs() < 1e-9);
         assert!((c.cpu.of(1 << 6) - 22.0).abs() < 1e-9);
         assert_eq!(policy_index("mtls"), Some(6));
+    }
+
+    #[test]
+    fn paired_differences_replace_the_difference_of_medians_where_present() {
+        // Pass-through 10; the medians say jwt costs 30 over it and every other policy 5, its
+        // rounds say 20; all nine's medians say 70 over it, its rounds 60. No activation cost
+        // either way ((30 + 8 x 5 - 70) / 8 = (20 + 40 - 60) / 8 = 0). Without the paired
+        // values the model reads the medians' differences (as for files written before them).
+        let mut es = vec![entry(PASS_THROUGH, 10.0, 100.0)];
+        for p in POLICIES {
+            es.push(entry(p, 15.0, 100.0));
+        }
+        es[1].cpu_us_per_request = 40.0;
+        es.push(entry(ALL_NINE, 80.0, 100.0));
+        let old = file(es.clone()).policy_costs(1000).unwrap();
+        assert!((old.cpu.of(1) - 40.0).abs() < 1e-9, "{:?}", old.cpu);
+        assert!((old.cpu.of(0x1ff) - 80.0).abs() < 1e-9, "{:?}", old.cpu);
+        es[1].cpu_us_over_pass_through = Some(20.0);
+        es.last_mut().unwrap().cpu_us_over_pass_through = Some(60.0);
+        let f = file(es);
+        let back = CalibrationFile::from_toml_str(&f.to_toml_string(), "paired.toml").unwrap();
+        assert_eq!(back, f);
+        let c = back.policy_costs(1000).unwrap();
+        assert!((c.cpu.of(1) - 30.0).abs() < 1e-9, "{:?}", c.cpu);
+        assert!((c.cpu.of(0x1ff) - 70.0).abs() < 1e-9, "{:?}", c.cpu);
+        assert_eq!(c.cpu.activation, 0.0);
+        // Latency has no paired value and still reads the entries.
+        assert!((c.latency_p50.of(1) - 100.0).abs() < 1e-9);
+        // A paired difference below zero is noise, clamped like any other.
+        let mut neg = f.clone();
+        neg.entries[2].cpu_us_over_pass_through = Some(-3.0);
+        assert_eq!(neg.policy_costs(1000).unwrap().cpu.marginal[1], 0.0);
+        neg.entries[2].cpu_us_over_pass_through = Some(f64::NAN);
+        let err = neg.validate().unwrap_err().to_string();
+        assert!(err.contains("entries[2].cpu_us_over_pass_through"), "{err}");
     }
 
     #[test]

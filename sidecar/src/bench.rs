@@ -194,12 +194,19 @@ pub struct Measurement {
     /// CPU per request over nginx's, paired by round (see [`run_suite`]): the median, lowest
     /// and highest of the per-round ratios. None without nginx or for nginx and `direct`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub x_nginx_paired: Option<PairedRatio>,
+    pub x_nginx_paired: Option<Paired>,
+    /// CPU per request over the pass-through's, paired by round: the median, lowest and
+    /// highest of the per-round differences, microseconds. A drift of the machine's speed
+    /// between rounds moves both terms of a difference, so its median is steadier than the
+    /// difference of the two medians. None without a pass-through in the run, or for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_pass_through_paired: Option<Paired>,
 }
 
-/// Ratios of one target's CPU per request to nginx's measured in the same round.
+/// Per-round statistics of one target against another measured in the same round (ratios
+/// or differences of CPU per request).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct PairedRatio {
+pub struct Paired {
     /// Median over rounds.
     pub median: f64,
     /// Lowest round.
@@ -208,24 +215,24 @@ pub struct PairedRatio {
     pub max: f64,
 }
 
-impl PairedRatio {
-    /// From the per-round ratios (None when empty).
-    pub fn of(mut ratios: Vec<f64>) -> Option<PairedRatio> {
-        ratios.retain(|r| r.is_finite());
-        if ratios.is_empty() {
+impl Paired {
+    /// From the per-round values (non-finite ones dropped; None when none is left).
+    pub fn of(mut values: Vec<f64>) -> Option<Paired> {
+        values.retain(|r| r.is_finite());
+        if values.is_empty() {
             return None;
         }
-        ratios.sort_by(f64::total_cmp);
-        let n = ratios.len();
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
         let median = if n % 2 == 1 {
-            ratios[n / 2]
+            values[n / 2]
         } else {
-            (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
         };
-        Some(PairedRatio {
+        Some(Paired {
             median,
-            min: ratios[0],
-            max: ratios[n - 1],
+            min: values[0],
+            max: values[n - 1],
         })
     }
 }
@@ -584,6 +591,7 @@ impl Harness {
                 idle_rss_kib,
                 idle_anon_kib,
                 x_nginx_paired: None,
+            over_pass_through_paired: None,
             }, samples))
         });
         if let Some(p) = proc {
@@ -1186,10 +1194,12 @@ pub fn handshake_line(c: &HandshakeCost) -> String {
 /// Run the standard comparison at `rates` and return every measurement (direct, nginx, and
 /// the sidecar with each policy set), with added latencies filled in. Each point is the median
 /// of `repeats` runs, and the repeats are interleaved (round r measures every target once
-/// before round r + 1 starts), so that a change in machine load from other work hits all
-/// targets alike instead of one target's whole series: ratios between targets (x nginx) are
-/// what the load moves least. Each sidecar point also carries the median and range of its
-/// per-round ratios to nginx ([`Measurement::x_nginx_paired`]).
+/// before round r + 1 starts, odd rounds in reverse order, so that a drift within a round
+/// does not always favour the same targets), so that a change in machine load from other work
+/// hits all targets alike instead of one target's whole series: ratios between targets
+/// (x nginx) are what the load moves least. Each sidecar point also carries the median and
+/// range of its per-round ratios to nginx ([`Measurement::x_nginx_paired`]) and of its
+/// per-round differences to the pass-through ([`Measurement::over_pass_through_paired`]).
 pub fn run_suite(
     h: &Harness,
     rates: &[u64],
@@ -1207,31 +1217,48 @@ pub fn run_suite(
         }
         targets.extend(sets.iter().cloned().map(Target::Sidecar));
         let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); targets.len()];
-        for _ in 0..repeats.max(1) {
-            for (t, slot) in targets.iter().zip(runs.iter_mut()) {
-                slot.push(h.measure_target(t, rate, duration)?);
+        for round in 0..repeats.max(1) {
+            let mut order: Vec<usize> = (0..targets.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for t in order {
+                runs[t].push(h.measure_target(&targets[t], rate, duration)?);
             }
         }
-        // Per-round ratios to nginx: both measured back to back, so a load change between
-        // rounds moves numerator and denominator together.
-        let paired: Vec<Option<PairedRatio>> = runs
+        let nginx = with_nginx.then_some(1);
+        let pass_through = runs.iter().position(|series| {
+            series
+                .first()
+                .is_some_and(|m| m.target == crate::calibration::PASS_THROUGH)
+        });
+        let mut row: Vec<Measurement> = runs
             .iter()
-            .enumerate()
-            .map(|(t, series)| {
-                let nginx = with_nginx.then(|| &runs[1]).filter(|_| t >= 2)?;
-                PairedRatio::of(
-                    series
-                        .iter()
-                        .zip(nginx)
-                        .filter_map(|(m, n)| Some(m.cpu_us_per_request? / n.cpu_us_per_request?))
-                        .collect(),
-                )
+            .map(|series| {
+                let mut m = median_run(series.clone());
+                if m.cpu_us_per_request.is_some() {
+                    // Both measured in the same round, so a load change between rounds
+                    // moves both terms together.
+                    let per_round = |other: Option<usize>, f: fn(f64, f64) -> f64| {
+                        let other = &runs[other.filter(|&o| runs[o][0].target != m.target)?];
+                        Paired::of(
+                            series
+                                .iter()
+                                .zip(other)
+                                .filter_map(|(a, b)| {
+                                    Some(f(a.cpu_us_per_request?, b.cpu_us_per_request?))
+                                })
+                                .collect(),
+                        )
+                    };
+                    if m.target != "nginx" {
+                        m.x_nginx_paired = per_round(nginx, |a, b| a / b);
+                        m.over_pass_through_paired = per_round(pass_through, |a, b| a - b);
+                    }
+                }
+                m
             })
             .collect();
-        let mut row: Vec<Measurement> = runs.into_iter().map(median_run).collect();
-        for (m, p) in row.iter_mut().zip(paired) {
-            m.x_nginx_paired = p;
-        }
         let direct = row[0].clone();
         progress(&direct);
         for m in row.iter_mut().skip(1) {
@@ -1327,10 +1354,11 @@ fn theil_sen(samples: &[u64], every_s: f64) -> f64 {
 }
 
 /// Render measurements as a Markdown table, with CPU ratios against nginx at the same rate:
-/// the ratio of the medians, and the median (lowest-highest) of the per-round ratios.
+/// the ratio of the medians, and the median (lowest-highest) of the per-round ratios; and the
+/// median (lowest-highest) of the per-round CPU differences to the pass-through.
 pub fn table(ms: &[Measurement]) -> String {
     let mut s = String::from(
-        "| rate | target | ok/sent | CPU us/req | x nginx | x nginx paired (range) | p50 us | p99 us | added p50 us | added p99 us | RSS MB | start-up ms |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| rate | target | ok/sent | CPU us/req | x nginx | x nginx paired (range) | CPU over pass-through, paired (range) | p50 us | p99 us | added p50 us | added p99 us | RSS MB | start-up ms |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for m in ms {
         let nginx = ms
@@ -1349,8 +1377,12 @@ pub fn table(ms: &[Measurement]) -> String {
             || "-".into(),
             |p| format!("{:.2} ({:.2}-{:.2})", p.median, p.min, p.max),
         );
+        let over = m.over_pass_through_paired.map_or_else(
+            || "-".into(),
+            |p| format!("{:+.1} ({:+.1} to {:+.1})", p.median, p.min, p.max),
+        );
         s += &format!(
-            "| {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             m.rate_rps,
             m.target,
             m.ok,
@@ -1358,6 +1390,7 @@ pub fn table(ms: &[Measurement]) -> String {
             opt(m.cpu_us_per_request, 1),
             ratio,
             paired,
+            over,
             m.latency_p50_us,
             m.latency_p99_us,
             m.added_p50_us
@@ -1401,16 +1434,17 @@ mod tests {
             idle_rss_kib: None,
             idle_anon_kib: None,
             x_nginx_paired: None,
+            over_pass_through_paired: None,
         }
     }
 
     #[test]
     fn paired_ratio_takes_the_median_and_range_of_the_rounds() {
-        let p = PairedRatio::of(vec![1.2, 0.9, 1.0]).unwrap();
+        let p = Paired::of(vec![1.2, 0.9, 1.0]).unwrap();
         assert_eq!((p.median, p.min, p.max), (1.0, 0.9, 1.2));
-        let even = PairedRatio::of(vec![1.0, 2.0, f64::NAN, 3.0, 4.0]).unwrap();
+        let even = Paired::of(vec![1.0, 2.0, f64::NAN, 3.0, 4.0]).unwrap();
         assert_eq!(even.median, 2.5);
-        assert!(PairedRatio::of(vec![]).is_none());
+        assert!(Paired::of(vec![]).is_none());
     }
 
     const FLAT: [u64; 8] = [

@@ -46,6 +46,7 @@ pub fn policy_cost(m: &Measurement) -> Option<PolicyCost> {
         } else {
             m.errors as f64 / m.sent as f64
         },
+        cpu_us_over_pass_through: m.over_pass_through_paired.map(|p| p.median),
     })
 }
 
@@ -99,6 +100,7 @@ mod tests {
             idle_rss_kib: None,
             idle_anon_kib: None,
             x_nginx_paired: None,
+            over_pass_through_paired: crate::bench::Paired::of(vec![9.0, 4.0, 6.5]),
         };
         let direct = Measurement {
             target: "direct".into(),
@@ -122,6 +124,11 @@ mod tests {
         );
         assert_eq!(f.entries.len(), 1, "the direct baseline is not an entry");
         assert!((f.entries[0].error_rate - 0.001).abs() < 1e-12);
+        assert_eq!(
+            f.entries[0].cpu_us_over_pass_through,
+            Some(6.5),
+            "the rounds' median"
+        );
         let text = f.to_toml_string();
         let back = CalibrationFile::from_toml_str(&text, "measured.toml").expect("valid");
         assert_eq!(back, f);
