@@ -872,7 +872,10 @@ impl ReferenceCosts {
         let mut alone_cpu_us = [f64::NAN; 9];
         for (slot, p) in alone_cpu_us.iter_mut().zip(POLICIES) {
             if let Some(e) = data.calibration.entry(p, dp.calibration_rate_rps) {
-                *slot = e.cpu_us_per_request - costs.cpu.pass_through;
+                // The per-round paired difference where the file has it, as the cost model.
+                *slot = e
+                    .cpu_us_over_pass_through
+                    .unwrap_or(e.cpu_us_per_request - costs.cpu.pass_through);
             }
         }
         Ok(ReferenceCosts {
@@ -949,8 +952,9 @@ fn ablation_md(s: &mut String, rows: &[AblationRow], reference: &ReferenceCosts)
          use on all workers together over the run; overhead: mean proxy overhead of a completed \
          warm invocation (network hops and proxy CPU on the request path). Ranked by the added \
          CPU alone; the last column is the reference sidecar's measured CPU per request with the \
-         policy alone minus pass-through, at {} rps (`models/calibration/reference-2core.toml` \
-         unless `--calibration` was given).\n",
+         policy alone minus pass-through (the median of the per-round differences where the \
+         file has them), at {} rps (`models/calibration/reference-2core.toml` unless \
+         `--calibration` was given).\n",
         reference.rate_rps
     );
     let _ = writeln!(

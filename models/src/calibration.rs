@@ -5,8 +5,8 @@
 //! does no I/O (a caller reads the file and passes its text).
 //!
 //! The shipped file `models/calibration/reference-2core.toml` was made on a 2-core machine
-//! with `meshsim calibrate --duration 5 --repeats 5` (every entry, the `[mtls_handshake]` and
-//! `[isolation]` tables) and `meshsim calibrate handshake --key-algorithm rsa-2048 --into ...`
+//! with `meshsim calibrate --rates 1000 --duration 5 --repeats 15` (every entry at the rate the
+//! built-in mesh profiles read, the `[mtls_handshake]` and `[isolation]` tables) and `meshsim calibrate handshake --key-algorithm rsa-2048 --into ...`
 //! (the `[mtls_handshake_rsa2048]` table); the file header records when, where and how.
 //! [`CalibrationFile::reference`] embeds it. The handshake tables ([`HandshakeCost`]: CPU of a
 //! full mTLS handshake on a new connection, sidecar and client side, and the first request's

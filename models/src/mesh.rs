@@ -783,6 +783,23 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_calibration_measured_every_builtin_profiles_rate() {
+        // `entry` falls back to the closest measured rate; the built-in profiles must not
+        // need the fallback: every policy set they read is measured at their own rate.
+        let cal = crate::calibration::CalibrationFile::reference();
+        for p in MeshProfile::builtins() {
+            let rate = p.data_plane.calibration_rate_rps;
+            for set in crate::calibration::POLICIES.iter().chain(&[
+                crate::calibration::PASS_THROUGH,
+                crate::calibration::ALL_NINE,
+            ]) {
+                let e = cal.entry(set, rate);
+                assert_eq!(e.map(|e| e.rate_rps), Some(rate), "{} reads {set}", p.name);
+            }
+        }
+    }
+
+    #[test]
     fn linkerd_lacks_rate_limit_and_circuit_breaking() {
         let l = MeshProfile::builtin("linkerd-policies").unwrap();
         assert!(!l.has("rate_limit") && !l.has("circuit_breaker"));
