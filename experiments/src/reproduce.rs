@@ -1045,11 +1045,16 @@ fn ablation_md(s: &mut String, rows: &[AblationRow], reference: &ReferenceCosts)
         if no_marginal.is_empty() {
             String::new()
         } else {
+            let (has, its, they, add) = if no_marginal.len() == 1 {
+                ("has", "its", "it adds", "adds")
+            } else {
+                ("have", "their", "they add", "add")
+            };
             format!(
-                " {} have no marginal cost of their own in the reference (with the policy alone \
-                 it used at most the activation cost more than pass-through): alone they add the \
-                 activation cost and the policy configuration, and on top of the other eight next \
-                 to nothing.",
+                " {} {has} no marginal cost of {its} own in the reference (with the policy alone \
+                 it used at most the activation cost more than pass-through): alone {they} the \
+                 activation cost and the policy configuration, and on top of the other eight \
+                 {add} next to nothing.",
                 no_marginal.join(", ")
             )
         },
