@@ -59,6 +59,25 @@ fn short_live_calibration_writes_a_valid_file() {
             .collect::<Vec<_>>()
     );
     assert!(cal.machine.cores >= 1 && !cal.measured_at.is_empty());
+    // The per-round difference to the pass-through: with one round, exactly the difference of
+    // the two entries; the pass-through has none.
+    let pt = cal.entry("pass-through", 1000).unwrap();
+    assert_eq!(pt.cpu_us_over_pass_through, None);
+    for e in cal
+        .entries
+        .iter()
+        .filter(|e| e.policy_set != "pass-through")
+    {
+        let over = e
+            .cpu_us_over_pass_through
+            .unwrap_or_else(|| panic!("{}: no paired difference", e.policy_set));
+        let diff = e.cpu_us_per_request - pt.cpu_us_per_request;
+        assert!(
+            (over - diff).abs() < 1e-6,
+            "{}: {over} vs {diff}",
+            e.policy_set
+        );
+    }
     // Per-request isolation (issue 9): micro-benchmark means and the header-only point in
     // both modes.
     let iso = cal
