@@ -591,7 +591,7 @@ impl Harness {
                 idle_rss_kib,
                 idle_anon_kib,
                 x_nginx_paired: None,
-            over_pass_through_paired: None,
+                over_pass_through_paired: None,
             }, samples))
         });
         if let Some(p) = proc {
