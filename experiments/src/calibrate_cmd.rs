@@ -115,7 +115,8 @@ pub struct LiveArgs {
     /// Offered loads, requests per second.
     #[arg(long, value_delimiter = ',', default_value = "500,1000,2000")]
     pub rates: Vec<u64>,
-    /// Runs per point; the median is kept.
+    /// Rounds, each measuring every target once; a point keeps its median round, and each
+    /// policy set the median of its per-round CPU differences to the pass-through.
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
     /// Skip the nginx reference.
@@ -326,7 +327,7 @@ fn live(a: LiveArgs) -> Result<()> {
         &ms,
         Some(handshake),
         format!(
-            "meshsim {} (meshsim {}, git {}): open-loop HTTP/1.1 keep-alive load on loopback, {} s per point after a 1 s warm-up, median of {} run(s), 1 sidecar worker thread; mTLS handshake: fresh connections vs reused at the same rate",
+            "meshsim {} (meshsim {}, git {}): open-loop HTTP/1.1 keep-alive load on loopback, {} s per point after a 1 s warm-up, median of {} interleaved round(s), CPU over pass-through as the median of the per-round differences, 1 sidecar worker thread; mTLS handshake: fresh connections vs reused at the same rate",
             std::env::args().skip(1).collect::<Vec<_>>().join(" "),
             env!("CARGO_PKG_VERSION"),
             env!("MESHSIM_GIT_REV"),

@@ -308,7 +308,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             &ms,
             handshake,
             format!(
-                "meshsim-sidecar bench: open-loop HTTP/1.1 keep-alive load on loopback, {duration_s} s per point after 1 s warm-up, median of {repeats} run(s), 1 proxy worker thread; mTLS handshake: {handshake_rate} fresh connections/s vs reused, same duration"
+                "meshsim-sidecar bench: open-loop HTTP/1.1 keep-alive load on loopback, {duration_s} s per point after 1 s warm-up, median of {repeats} interleaved round(s), CPU over pass-through as the median of the per-round differences, 1 proxy worker thread; mTLS handshake: {handshake_rate} fresh connections/s vs reused, same duration"
             ),
             with_nginx.then(|| "nginx (Debian package), 1 worker, upstream keepalive".to_owned()),
         );
