@@ -211,7 +211,7 @@ fn instruction_counts_repeat_and_see_a_policy() {
     meshsim_sidecar::bench::instructions::valgrind_version(valgrind).expect("valgrind installed");
     let count = |set: PolicySet| {
         harness
-            .count_instructions(&Target::Sidecar(set), 40, 200, valgrind)
+            .count_instructions(&Target::Sidecar(set), 60, 300, valgrind)
             .expect("callgrind run")
     };
     let a = count(PolicySet::PassThrough);
@@ -227,8 +227,11 @@ fn instruction_counts_repeat_and_see_a_policy() {
         spread < 0.05,
         "two counts differ by {spread:.3}: {a:?} {b:?}"
     );
+    // The access log adds ~5.5 k instructions per request to ~38 k (bench --instructions
+    // 2500); a count over 240 requests moves by up to ~2.5 % between runs (timer and epoll
+    // paths differ), so the bar is 5 % over the larger of the two pass-through counts.
     assert!(
-        log.per_request > a.per_request * 1.1,
-        "the access log adds instructions: {log:?} vs {a:?}"
+        log.per_request > a.per_request.max(b.per_request) * 1.05,
+        "the access log adds instructions: {log:?} vs {a:?} and {b:?}"
     );
 }
