@@ -872,10 +872,7 @@ impl ReferenceCosts {
         let mut alone_cpu_us = [f64::NAN; 9];
         for (slot, p) in alone_cpu_us.iter_mut().zip(POLICIES) {
             if let Some(e) = data.calibration.entry(p, dp.calibration_rate_rps) {
-                // The per-round paired difference where the file has it, as the cost model.
-                *slot = e
-                    .cpu_us_over_pass_through
-                    .unwrap_or(e.cpu_us_per_request - costs.cpu.pass_through);
+                *slot = e.cpu_over_pass_through(costs.cpu.pass_through);
             }
         }
         Ok(ReferenceCosts {

@@ -274,6 +274,16 @@ pub struct PolicyCost {
     pub cpu_us_over_pass_through: Option<f64>,
 }
 
+impl PolicyCost {
+    /// CPU per request over the pass-through's (`pass_through_cpu_us`, measured at the same
+    /// rate), unclamped: the paired `cpu_us_over_pass_through` where the file has it, else the
+    /// difference of the two medians.
+    pub fn cpu_over_pass_through(&self, pass_through_cpu_us: f64) -> f64 {
+        self.cpu_us_over_pass_through
+            .unwrap_or(self.cpu_us_per_request - pass_through_cpu_us)
+    }
+}
+
 impl CalibrationFile {
     /// The shipped reference file (`models/calibration/reference-2core.toml`).
     pub fn reference() -> Self {
@@ -437,14 +447,10 @@ impl CalibrationFile {
         for p in POLICIES {
             alone.push(need(p)?);
         }
-        // `over(e)`: the set's difference to the pass-through; `None` takes the difference of
-        // the two entries' values.
-        type Over<'a> = &'a dyn Fn(&PolicyCost) -> Option<f64>;
-        let split = |get: &dyn Fn(&PolicyCost) -> f64, over: Over<'_>| -> (f64, f64, [f64; 9]) {
-            let base_v = get(pt);
-            let diff = |e: &PolicyCost| over(e).unwrap_or(get(e) - base_v).max(0.0);
-            let d: Vec<f64> = alone.iter().map(|e| diff(e)).collect();
-            let d_all = diff(all);
+        // `over(e)`: the set's difference to the pass-through, whose value is `base_v`.
+        let split = |base_v: f64, over: &dyn Fn(&PolicyCost) -> f64| -> (f64, f64, [f64; 9]) {
+            let d: Vec<f64> = alone.iter().map(|e| over(e).max(0.0)).collect();
+            let d_all = over(all).max(0.0);
             let sum: f64 = d.iter().sum();
             let act = ((sum - d_all) / (POLICIES.len() as f64 - 1.0)).max(0.0);
             let mut m = [0.0; 9];
@@ -453,10 +459,15 @@ impl CalibrationFile {
             }
             (base_v, act, m)
         };
-        let (cpu_pt, cpu_base, cpu_m) =
-            split(&|e| e.cpu_us_per_request, &|e| e.cpu_us_over_pass_through);
-        let (lat_pt, lat_base, lat_m) = split(&|e| e.added_latency_p50_us, &|_| None);
-        let (p99_pt, p99_base, p99_m) = split(&|e| e.added_latency_p99_us, &|_| None);
+        let (cpu_pt, cpu_base, cpu_m) = split(pt.cpu_us_per_request, &|e| {
+            e.cpu_over_pass_through(pt.cpu_us_per_request)
+        });
+        let (lat_pt, lat_base, lat_m) = split(pt.added_latency_p50_us, &|e| {
+            e.added_latency_p50_us - pt.added_latency_p50_us
+        });
+        let (p99_pt, p99_base, p99_m) = split(pt.added_latency_p99_us, &|e| {
+            e.added_latency_p99_us - pt.added_latency_p99_us
+        });
         Ok(PolicyCosts {
             rate_rps: pt.rate_rps,
             cpu: CostSplit {

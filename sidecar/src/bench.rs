@@ -1406,11 +1406,6 @@ pub fn table(ms: &[Measurement]) -> String {
     s
 }
 
-/// Path of the harness's scratch directory (configs, logs of the proxies).
-pub fn scratch_dir(h: &Harness) -> &Path {
-    &h.dir
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,7 +140,6 @@ impl Record {
 /// `\b \f \n \r \t`, `\u00XX` (lowercase hex) for the other control characters; everything
 /// else (including non-ASCII UTF-8 and DEL) as is. Runs of plain bytes are copied whole.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let b = s.as_bytes();
     out.push(b'"');
     let mut start = 0;
@@ -158,9 +157,9 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
         };
         out.extend_from_slice(&b[start..i]);
         if esc.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(c >> 4)]);
-            out.push(HEX[usize::from(c & 0xf)]);
+            let mut hex = *b"\\u00..";
+            put_hex(&mut hex[4..], u128::from(c));
+            out.extend_from_slice(&hex);
         } else {
             out.extend_from_slice(esc);
         }
