@@ -337,6 +337,13 @@ fn print_summary(scenario: &str, r: &RunResult, wall: f64) {
         s.cp_cpu_cores.p50,
         s.cp_cpu_cores.p95
     );
+    if r.queue_proxy_waits > 0 {
+        crate::outln!(
+            "  {} requests waited in a busy pod's queue-proxy (longest queue {})",
+            r.queue_proxy_waits,
+            r.queue_proxy_max_waiting
+        );
+    }
     crate::outln!(
         "  {} events in {:.3} s wall ({:.2} M events/s)",
         r.events,

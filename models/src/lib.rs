@@ -80,13 +80,44 @@ pub enum ConfigError {
 
 /// A TOML parse error as a [`ConfigError::Parse`] with line and column.
 pub(crate) fn parse_error(text: &str, file: &str, e: &toml::de::Error) -> ConfigError {
-    let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+    let at = e.span().map(|s| s.start);
+    let (line, column) = at.map(|a| line_col(text, a)).unwrap_or((1, 1));
+    let mut message = e.message().to_owned();
+    // A bad value (wrong variant, wrong type) is reported at the value: name its key too.
+    if let Some(key) = at.and_then(|a| key_at(text, a))
+        && !message.contains(&key)
+    {
+        message = format!("field `{key}`: {message}");
+    }
     ConfigError::Parse {
         file: file.to_owned(),
         line,
         column,
-        message: e.message().to_owned(),
+        message,
     }
+}
+
+/// The dotted key whose value sits at byte `at`: the `key =` of that line under the last
+/// `[table]` header before it (`None` when the line assigns nothing).
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |p| p + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_owned(),
+    })
 }
 
 /// How invocations are spread inside a trace minute (mirrors `meshsim_traces::ArrivalProcess`,
@@ -201,6 +232,24 @@ pub enum SchedulerKind {
     LeastAllocated,
     /// Bin packing: the feasible node with the least free CPU and memory.
     MostAllocated,
+}
+
+/// How the activator reaches a revision's pods (knative `config-network`
+/// `mesh-compatibility-mode`, Knative >= 0.26; `pkg/activator/net/revision_backends.go`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MeshCompatibilityMode {
+    /// Knative's default: probe the pods' IPs and, when every probe fails with an error a mesh
+    /// could have caused, fall back to the revision's private cluster IP. In the model the
+    /// fallback happens when the mesh profile hides pod IPs from the activator
+    /// (`meshsim_models::mesh::MeshProfile::pod_ips_hidden_from_activator`).
+    #[default]
+    Auto,
+    /// Always the cluster IP.
+    Enabled,
+    /// Always the pods' IPs (with a mesh that hides them, as if net-istio's
+    /// `enable-mesh-pod-addressability` made them reachable).
+    Disabled,
 }
 
 /// The Kubernetes control plane and the pod start pipeline.
@@ -355,6 +404,13 @@ pub struct KnativeConfig {
     pub request_timeout_s: u64,
     /// Activator replicas (knative default minimum 1).
     pub activator_replicas: u16,
+    /// How the activator reaches the pods: by pod IP, where its throttler sends each request
+    /// to a pod with a free slot, or by the revision's cluster IP, where its breaker only caps
+    /// the requests in flight at `container_concurrency x ready pods` and the pod is chosen
+    /// by whatever balances the cluster IP: the activator's proxy (Envoy's least request, two
+    /// random choices, Istio's default since 1.14) or kube-proxy (uniform random); a request
+    /// sent to a busy pod waits in its queue-proxy. Knative's default `auto`.
+    pub mesh_compatibility_mode: MeshCompatibilityMode,
     /// Ingress gateway replicas (1 in the paper's setup).
     pub gateway_replicas: u16,
     /// Gateway CPU per request, µs. **Anchored**: the ingress gateway is an Envoy; Istio 1.20's
@@ -408,6 +464,7 @@ impl Default for KnativeConfig {
             activator_probe_timeout_ms: 300,
             request_timeout_s: 300,
             activator_replicas: 1,
+            mesh_compatibility_mode: MeshCompatibilityMode::Auto,
             gateway_replicas: 1,
             gateway_cpu_us: 500,
             activator_cpu_us: 300,
@@ -840,5 +897,34 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.kubernetes.scheduler, SchedulerKind::MostAllocated);
         assert_eq!(cfg.arrivals, ArrivalProcess::Equidistant);
+    }
+
+    #[test]
+    fn mesh_compatibility_mode_parses_and_names_the_field_when_wrong() {
+        assert_eq!(
+            SimConfig::default().knative.mesh_compatibility_mode,
+            MeshCompatibilityMode::Auto
+        );
+        for (text, mode) in [
+            ("auto", MeshCompatibilityMode::Auto),
+            ("enabled", MeshCompatibilityMode::Enabled),
+            ("disabled", MeshCompatibilityMode::Disabled),
+        ] {
+            let cfg = SimConfig::from_toml_str(
+                &format!("version = 1\n[knative]\nmesh_compatibility_mode = \"{text}\"\n"),
+                "m.toml",
+            )
+            .unwrap();
+            assert_eq!(cfg.knative.mesh_compatibility_mode, mode);
+        }
+        let err = SimConfig::from_toml_str(
+            "version = 1\n[knative]\nmesh_compatibility_mode = \"sometimes\"\n",
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("m.toml"), "{err}");
+        assert!(err.contains("mesh_compatibility_mode"), "{err}");
+        assert!(err.contains("enabled"), "{err}");
     }
 }

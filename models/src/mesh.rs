@@ -126,6 +126,13 @@ pub struct DataPlane {
     /// ([`MeshProfile::activator_in_mesh`]).
     #[serde(default)]
     pub activator_sidecar: bool,
+    /// With STRICT mTLS, requests to a pod's IP from the activator fail with a mesh error, so
+    /// Knative's `mesh-compatibility-mode: auto` falls back to the revision's cluster IP
+    /// ([`MeshProfile::pod_ips_hidden_from_activator`]). True for Istio's sidecars: the
+    /// activator's Envoy sends a request for an IP that names no service host through its
+    /// passthrough cluster in plain text, which the pod's Envoy then rejects.
+    #[serde(default)]
+    pub strict_mtls_hides_pod_ips: bool,
     /// Resident memory per proxy, MiB.
     #[serde(default)]
     pub rss_mib: f64,
@@ -508,6 +515,19 @@ impl MeshProfile {
         self.data_plane.activator_sidecar
             || (self.data_plane.kind == DataPlaneKind::Sidecar
                 && self.effective_policy_mask() & policy_bit("mtls") != 0)
+    }
+
+    /// Whether the activator cannot reach pods by their IPs: `data_plane.strict_mtls_hides_pod_ips`
+    /// and mTLS among the effective policies. Knative's activator then balances through the
+    /// revision's cluster IP (`knative.mesh_compatibility_mode` `auto`, the default): its
+    /// `revisionWatcher::checkDests` probes the pod IPs, sees only errors a mesh could have
+    /// caused and switches to the cluster IP, and its throttler stops picking pods
+    /// (`acquireDest` returns the cluster-IP tracker). Knative's v0.26 release notes: direct
+    /// pod IP is "most efficient, but not compatible with mesh being enabled", the cluster IP
+    /// "less efficient, but needed if mesh is enabled".
+    pub fn pod_ips_hidden_from_activator(&self) -> bool {
+        self.data_plane.strict_mtls_hides_pod_ips
+            && self.effective_policy_mask() & policy_bit("mtls") != 0
     }
 
     /// Whether policy `name` is on.
@@ -912,6 +932,32 @@ mod tests {
         );
         // The profile can always inject it (Linkerd's profiles do).
         assert!(MeshProfile::builtin("linkerd").unwrap().activator_in_mesh());
+    }
+
+    #[test]
+    fn strict_mtls_hides_pod_ips_from_the_activator_in_istio_only() {
+        let hidden = |profile: &str, policies: Option<&[&str]>| {
+            let p = MeshProfile::builtin(profile).unwrap();
+            let p = match policies {
+                Some(l) => p
+                    .with_policies(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                    .unwrap(),
+                None => p,
+            };
+            p.pod_ips_hidden_from_activator()
+        };
+        // Istio's sidecars: only where mTLS is on (STRICT), by policy or for authz by identity.
+        assert!(hidden("istio-policies", None));
+        assert!(!hidden("istio", None));
+        assert!(hidden("istio", Some(&["mtls"])));
+        assert!(hidden("istio", Some(&["authz"])));
+        assert!(!hidden("istio", Some(&["jwt", "rate_limit", "retry"])));
+        // Linkerd's proxy and ztunnel carry mTLS to pod IPs themselves.
+        assert!(!hidden("none", None));
+        for name in ["linkerd", "linkerd-policies", "ambient", "lightweight"] {
+            assert!(!hidden(name, None), "{name}");
+            assert!(!hidden(name, Some(&["mtls"])), "{name}");
+        }
     }
 
     #[test]

@@ -16,6 +16,18 @@
 //! [`SidecarModel::hop`]. Every CPU step is a job on its node's processor sharing, so proxy
 //! CPU and function executions slow each other down.
 //!
+//! # The activator and the pods' concurrency
+//! With a container concurrency, the activator reaches pods by their IPs and forwards a request
+//! only to a pod with a free slot (knative's throttler, `pickPod`), holding the rest. When the
+//! activator cannot reach pod IPs (`knative.mesh_compatibility_mode`: `auto` with a mesh whose
+//! STRICT mTLS hides them, or `enabled`) it goes through the revision's cluster IP instead: its
+//! breaker admits up to `cc x routable pods` requests in flight and the cluster IP's balancer
+//! picks the pod (the activator's Envoy: least request of two draws with replacement; else
+//! kube-proxy: uniform), so a request can wait in a busy pod's queue-proxy while another pod
+//! idles ([`EngineResult::queue_proxy_waits`]). The queue-proxy's limit of 10 x cc queued
+//! requests is not modelled ([`EngineResult::queue_proxy_max_waiting`] says how close a run
+//! came).
+//!
 //! Failures: a request still buffered `request_timeout_s` after its arrival fails
 //! (`no-capacity` when its revision has unschedulable pods and none ready, `timeout`
 //! otherwise); a request answered after the timeout is counted as a `timeout` failure.
@@ -36,7 +48,7 @@ use crate::metrics::{
 };
 use crate::queue::EventQueue;
 use crate::time::{MS, SEC, SimTime, US};
-use meshsim_models::SimConfig;
+use meshsim_models::{MeshCompatibilityMode, SimConfig};
 use meshsim_traces::Invocation;
 use meshsim_traces::rng::{Rng, stream};
 use rand::Rng as _;
@@ -67,6 +79,16 @@ pub struct SimOptions {
     /// Seconds `[0, window_s)` over which the per-node CPU/memory percentiles are taken
     /// (`None`: every simulated second).
     pub window_s: Option<u64>,
+}
+
+/// What balances a revision's cluster IP when the activator sends requests to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClusterIpLb {
+    /// The activator's proxy: least request of two random endpoints (Envoy's
+    /// `LEAST_REQUEST`, Istio's default since 1.14).
+    LeastRequest,
+    /// kube-proxy: a uniformly random endpoint.
+    Random,
 }
 
 /// One pod's life (optional output).
@@ -106,6 +128,13 @@ pub struct EngineResult {
     pub in_flight: u64,
     pub arrived: u64,
     pub pods_started: u64,
+    /// Requests that waited in a queue-proxy for a free slot of the container concurrency (the
+    /// activator sent them to a busy pod: through a cluster IP, or without the activator on the
+    /// path).
+    pub queue_proxy_waits: u64,
+    /// The longest queue any queue-proxy held (knative's queue-proxy rejects beyond
+    /// 10 x container concurrency; the model does not, so this says whether that mattered).
+    pub queue_proxy_max_waiting: u64,
     pub api_writes: u64,
     pub end: SimTime,
     pub pods: Option<Vec<PodRecord>>,
@@ -196,6 +225,8 @@ struct Req {
     return_ns: u64,
     /// Proxies passed through so far ([`InvocationRecord::proxy_hops`]).
     proxy_hops: u8,
+    /// Forwarded by the activator (holds a slot of its breaker until answered).
+    via_activator: bool,
 }
 
 const NO_POD: u32 = u32::MAX;
@@ -223,6 +254,7 @@ impl Req {
             qp_wait_start: 0,
             return_ns: 0,
             proxy_hops: 0,
+            via_activator: false,
         }
     }
 
@@ -239,6 +271,8 @@ struct Pod {
     node: Option<u16>,
     step: PodStep,
     in_flight: u32,
+    /// Of those, sent by the activator (what its proxy counts as the endpoint's active requests).
+    via_activator: u32,
     /// Requests in the user container (bounded by the container concurrency).
     executing: u32,
     /// Requests queued in the queue-proxy's breaker.
@@ -265,6 +299,8 @@ struct Rev {
     routable: Vec<u32>,
     buffer: VecDeque<(u32, u32)>,
     buffered_live: u32,
+    /// Requests the activator forwarded that are not answered yet.
+    via_activator: u32,
     window: ConcurrencyWindow,
     mode: DataPathMode,
     /// Step of the revision-level scale writes in progress.
@@ -330,10 +366,14 @@ pub struct Simulation {
     as_log: Option<Vec<AutoscalerRecord>>,
     in_flight: u64,
     pods_started: u64,
+    queue_proxy_waits: u64,
+    queue_proxy_max_waiting: u64,
     // Parameters in ns.
     hop_ns: u64,
     /// Container concurrency (0: unlimited).
     cc: u32,
+    /// How a cluster IP is balanced, when the activator reaches pods through one.
+    cluster_ip: Option<ClusterIpLb>,
     watch_ns: u64,
     timeout_ns: u64,
     tick_ns: u64,
@@ -356,6 +396,18 @@ impl Simulation {
     ) -> Self {
         let cl = &cfg.cluster;
         let kn = &cfg.knative;
+        let cluster_ip = match kn.mesh_compatibility_mode {
+            MeshCompatibilityMode::Auto => mesh.pod_ips_hidden(),
+            MeshCompatibilityMode::Enabled => true,
+            MeshCompatibilityMode::Disabled => false,
+        }
+        .then(|| {
+            if mesh.activator_proxy_balances() {
+                ClusterIpLb::LeastRequest
+            } else {
+                ClusterIpLb::Random
+            }
+        });
         let mut nodes = Vec::with_capacity(usize::from(cl.workers) + 1);
         nodes.push(Node {
             cpu: NodeCpu::new(cl.control_plane_cores),
@@ -403,6 +455,7 @@ impl Simulation {
                 routable: Vec::new(),
                 buffer: VecDeque::new(),
                 buffered_live: 0,
+                via_activator: 0,
                 window: ConcurrencyWindow::new(kn.stable_window_s),
                 mode: DataPathMode::Proxy,
                 chain: None,
@@ -464,8 +517,11 @@ impl Simulation {
             as_log: opts.record_autoscaler.then(Vec::new),
             in_flight: 0,
             pods_started: 0,
+            queue_proxy_waits: 0,
+            queue_proxy_max_waiting: 0,
             hop_ns: cl.network_hop_us * US,
             cc: kn.container_concurrency,
+            cluster_ip,
             watch_ns: cfg.kubernetes.watch_delay_ms * MS,
             timeout_ns: kn.request_timeout_s * SEC,
             tick_ns: kn.tick_ms * MS,
@@ -751,6 +807,9 @@ impl Simulation {
                     if self.cc > 0 && p.executing >= self.cc {
                         // The queue-proxy's breaker holds it until a slot frees.
                         p.waiting.push_back(slot);
+                        self.queue_proxy_waits += 1;
+                        self.queue_proxy_max_waiting =
+                            self.queue_proxy_max_waiting.max(p.waiting.len() as u64);
                         self.reqs[slot as usize].qp_wait_start = self.now;
                     } else {
                         self.start_exec(slot);
@@ -966,6 +1025,12 @@ impl Simulation {
 
     /// A pod the activator may forward to: with a container concurrency, the least loaded
     /// routable pod below it (lowest id among equals), or none; without, [`Self::pick_pod`].
+    ///
+    /// Through a cluster IP (knative's throttler with a cluster-IP tracker) the activator only
+    /// knows the number of ready pods: its breaker admits a request while fewer than
+    /// `cc x routable pods` (split over the activator replicas, at least 1 each, as
+    /// `calculateCapacity` does) are in flight, and the cluster IP's balancer picks the pod,
+    /// busy or not; the queue-proxy holds what exceeds the pod's concurrency.
     fn pick_with_capacity(&mut self, rev: u32) -> Option<u32> {
         let rv = &self.revs[rev as usize];
         if rv.routable.is_empty() {
@@ -973,6 +1038,29 @@ impl Simulation {
         }
         if self.cc == 0 {
             return Some(self.pick_pod(rev));
+        }
+        if let Some(lb) = self.cluster_ip {
+            let replicas = self.activators.len().max(1) as u32;
+            let per_replica = (self.cc * rv.routable.len() as u32 / replicas).max(1);
+            if rv.via_activator >= per_replica * replicas {
+                return None;
+            }
+            let k = rv.routable.len();
+            let first = rv.routable[self.lb_rng.random_range(0..k)];
+            return Some(match lb {
+                ClusterIpLb::Random => first,
+                ClusterIpLb::LeastRequest => {
+                    // Envoy's `unweightedHostPick`: two draws with replacement, the second
+                    // replaces the first only with strictly fewer active requests.
+                    let second = self.revs[rev as usize].routable[self.lb_rng.random_range(0..k)];
+                    let active = |p: u32| self.pods[p as usize].via_activator;
+                    if active(second) < active(first) {
+                        second
+                    } else {
+                        first
+                    }
+                }
+            });
         }
         rv.routable
             .iter()
@@ -988,7 +1076,7 @@ impl Simulation {
         if self.revs[rev as usize].buffered_live == 0
             && let Some(pod) = self.pick_with_capacity(rev)
         {
-            self.forward_to_pod(slot, pod);
+            self.forward_from_activator(slot, pod);
             return true;
         }
         let now = self.now;
@@ -1008,6 +1096,16 @@ impl Simulation {
             self.apply_target(rev, 1);
         }
         false
+    }
+
+    /// [`Self::forward_to_pod`] from the activator, which counts the request against its
+    /// breaker until it is answered.
+    fn forward_from_activator(&mut self, slot: u32, pod: u32) {
+        let r = &mut self.reqs[slot as usize];
+        r.via_activator = true;
+        self.revs[r.function as usize].via_activator += 1;
+        self.pods[pod as usize].via_activator += 1;
+        self.forward_to_pod(slot, pod);
     }
 
     fn forward_to_pod(&mut self, slot: u32, pod: u32) {
@@ -1078,6 +1176,9 @@ impl Simulation {
         if r.pod != NO_POD {
             let p = &mut self.pods[r.pod as usize];
             p.in_flight -= 1;
+            if r.via_activator {
+                p.via_activator -= 1;
+            }
             if r.started {
                 p.executing -= 1;
                 next = p.waiting.pop_front();
@@ -1121,9 +1222,13 @@ impl Simulation {
         if let Some(v) = &mut self.records {
             v.push(rec);
         }
-        let (pod, rev) = (r.pod, r.function);
+        let (pod, rev, via_activator) = (r.pod, r.function, r.via_activator);
+        if via_activator {
+            self.revs[rev as usize].via_activator -= 1;
+        }
         let r = &mut self.reqs[slot as usize];
         r.state = ReqState::Free;
+        r.via_activator = false;
         r.tag = r.tag.wrapping_add(1);
         self.free.push(slot);
         self.in_flight -= 1;
@@ -1132,12 +1237,14 @@ impl Simulation {
             w.queue_ns += now - w.qp_wait_start;
             self.start_exec(n);
         }
-        // A slot freed: the activator forwards what it holds for lack of capacity.
-        if self.cc > 0
-            && pod != NO_POD
-            && self.pods[pod as usize].step == PodStep::Routable
-            && self.revs[rev as usize].buffered_live > 0
-        {
+        // A slot freed: the activator forwards what it holds for lack of capacity (through a
+        // cluster IP, any answered request it forwarded frees a slot of its breaker).
+        let slot_freed = if self.cluster_ip.is_some() {
+            via_activator
+        } else {
+            pod != NO_POD && self.pods[pod as usize].step == PodStep::Routable
+        };
+        if self.cc > 0 && slot_freed && self.revs[rev as usize].buffered_live > 0 {
             self.flush_buffer(rev);
         }
     }
@@ -1187,7 +1294,7 @@ impl Simulation {
                 r.queue_ns += wait;
             }
             self.revs[rev as usize].buffered_live -= 1;
-            self.forward_to_pod(slot, pod);
+            self.forward_from_activator(slot, pod);
             self.advance_req(slot);
         }
     }
@@ -1353,6 +1460,7 @@ impl Simulation {
             node: None,
             step: PodStep::CreateWrite,
             in_flight: 0,
+            via_activator: 0,
             executing: 0,
             waiting: VecDeque::new(),
             res: rv.res,
@@ -1784,6 +1892,8 @@ impl Simulation {
             in_flight: self.in_flight,
             arrived: self.collector.arrived,
             pods_started: self.pods_started,
+            queue_proxy_waits: self.queue_proxy_waits,
+            queue_proxy_max_waiting: self.queue_proxy_max_waiting,
             api_writes: self.cp.committed,
             end: SimTime(end),
             pods: self.pod_log,

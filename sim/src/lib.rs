@@ -133,6 +133,10 @@ pub struct RunResult {
     pub in_flight: u64,
     /// Pods started (cold starts of pods, not of invocations).
     pub pods_started: u64,
+    /// Requests that waited in a queue-proxy for a slot of the container concurrency.
+    pub queue_proxy_waits: u64,
+    /// The longest queue a queue-proxy held.
+    pub queue_proxy_max_waiting: u64,
     /// Control-plane writes committed.
     pub api_writes: u64,
     /// Simulated time at the end of the run.
@@ -232,6 +236,8 @@ pub fn run_with_mesh(
         digest: r.digest,
         in_flight: r.in_flight,
         pods_started: r.pods_started,
+        queue_proxy_waits: r.queue_proxy_waits,
+        queue_proxy_max_waiting: r.queue_proxy_max_waiting,
         api_writes: r.api_writes,
         end: r.end,
         xds_transactions: r.xds_transactions,

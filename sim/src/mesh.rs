@@ -262,6 +262,16 @@ pub trait SidecarModel: fmt::Debug {
     fn on_cpu_done(&mut self, ctx: &mut MeshCtx<'_>, token: u64);
     /// Whether the activator can reach `pod` (probe through its sidecar) at `now`.
     fn endpoint_visible(&mut self, now: SimTime, pod: u32) -> bool;
+    /// Whether the activator cannot reach pods by their IPs (so Knative's `auto` mesh
+    /// compatibility mode balances through the cluster IP).
+    fn pod_ips_hidden(&self) -> bool {
+        false
+    }
+    /// Whether the activator's own proxy balances what it sends to a cluster IP (least request,
+    /// two random choices); otherwise kube-proxy does (uniform random).
+    fn activator_proxy_balances(&self) -> bool {
+        false
+    }
     /// xDS traffic so far.
     fn xds(&self) -> XdsSummary;
     /// Actions the model queued outside a [`MeshCtx`] callback (during [`SidecarModel::hop`] or

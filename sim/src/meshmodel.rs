@@ -1160,6 +1160,14 @@ impl SidecarModel for MeshModel {
         &self.containers
     }
 
+    fn pod_ips_hidden(&self) -> bool {
+        self.profile.pod_ips_hidden_from_activator()
+    }
+
+    fn activator_proxy_balances(&self) -> bool {
+        self.activator_hop.is_some()
+    }
+
     fn hop(&mut self, ctx: &HopCtx) -> HopDecision {
         match (self.kind(), ctx.point) {
             (DataPlaneKind::None, _) | (_, HopPoint::GatewayOut) => HopDecision::Pass,

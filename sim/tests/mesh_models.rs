@@ -795,3 +795,74 @@ fn handshake_needs_a_measurement_or_an_override() {
     let m = MeshModel::new(&none, &exact_cfg(), 1, inputs, 1, 0).unwrap();
     assert_eq!(m.handshake(), (0, 0));
 }
+
+#[test]
+fn strict_mtls_sends_the_activator_through_the_cluster_ip() {
+    // InVitro's shape: one request per pod, the activator always on the path. A steady load of
+    // ~4 concurrent requests keeps several pods busy. By pod IP the activator forwards only to
+    // a pod with a free slot, so no request ever waits in a queue-proxy; through the cluster IP
+    // (Istio with STRICT mTLS, Knative's `auto` mesh compatibility mode) its breaker only caps
+    // the requests in flight and the activator's Envoy picks the pod, so some land on a busy
+    // pod and wait there while another pod is idle.
+    use meshsim_models::MeshCompatibilityMode;
+    let run = |p: MeshProfile, mode: MeshCompatibilityMode| {
+        let mut cfg = exact_cfg();
+        cfg.knative.container_concurrency = 1;
+        cfg.knative.target_burst_capacity = -1;
+        cfg.knative.mesh_compatibility_mode = mode;
+        let mesh = MeshModel::new(&p, &cfg, 1, inputs(false), 1, 0).expect("model");
+        let r = simulate_with(
+            &cfg,
+            Box::new(mesh),
+            1,
+            (0..600).map(|i| inv(i * 50, 0, 200)).collect(),
+        );
+        assert_eq!(r.summary.completed + r.summary.failed, 600);
+        r
+    };
+    let auto = MeshCompatibilityMode::Auto;
+    assert!(profile("istio-policies", &["mtls"]).pod_ips_hidden_from_activator());
+    let strict = run(profile("istio-policies", &["mtls"]), auto);
+    assert!(
+        strict.queue_proxy_waits > 10,
+        "{} requests waited in a queue-proxy",
+        strict.queue_proxy_waits
+    );
+    // Without STRICT mTLS the pods stay addressable.
+    let permissive = run(profile("istio", &[]), auto);
+    assert_eq!(permissive.queue_proxy_waits, 0);
+    // Linkerd's proxy originates mTLS to pod IPs itself.
+    let linkerd = run(profile("linkerd-policies", &["mtls"]), auto);
+    assert_eq!(linkerd.queue_proxy_waits, 0);
+    // `disabled` keeps pod IPs (net-istio's pod addressability); `enabled` forces the cluster
+    // IP even where pods are reachable.
+    let disabled = run(
+        profile("istio-policies", &["mtls"]),
+        MeshCompatibilityMode::Disabled,
+    );
+    assert_eq!(disabled.queue_proxy_waits, 0);
+    let forced = run(profile("istio", &[]), MeshCompatibilityMode::Enabled);
+    assert!(
+        forced.queue_proxy_waits > 10,
+        "{}",
+        forced.queue_proxy_waits
+    );
+    // The wait shows in the slowdown: mean end-to-end time of the warm invocations.
+    let mean_warm = |r: &meshsim_sim::engine::EngineResult| {
+        let v: Vec<u64> = r
+            .invocations
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|x| !x.cold && x.failure.is_none())
+            .map(|x| x.end_to_end_ns)
+            .collect();
+        v.iter().sum::<u64>() as f64 / v.len() as f64
+    };
+    assert!(
+        mean_warm(&strict) > 1.05 * mean_warm(&disabled),
+        "{} vs {}",
+        mean_warm(&strict),
+        mean_warm(&disabled)
+    );
+}

@@ -291,3 +291,31 @@ fn scale_down_deletes_pods_still_starting_before_ready_ones() {
         }
     }
 }
+
+#[test]
+fn through_a_cluster_ip_the_activator_caps_in_flight_but_kube_proxy_picks_the_pod() {
+    // No mesh, `mesh_compatibility_mode = enabled`: the activator's breaker admits up to
+    // cc x ready pods, kube-proxy picks a pod uniformly at random, and a request sent to a
+    // busy pod waits in its queue-proxy. `auto` without a mesh stays on pod IPs: no request
+    // ever waits in a queue-proxy with the activator on the path.
+    use meshsim_models::MeshCompatibilityMode;
+    let run = |mode: MeshCompatibilityMode| {
+        let mut cfg = exact_cfg();
+        cfg.knative.container_concurrency = 1;
+        cfg.knative.target_burst_capacity = -1;
+        cfg.knative.mesh_compatibility_mode = mode;
+        let invs: Vec<Invocation> = (0..600).map(|i| inv(i * 50 * MS, 0, 200 * MS)).collect();
+        simulate(&cfg, 1, invs)
+    };
+    let pod_ip = run(MeshCompatibilityMode::Auto);
+    assert_eq!(pod_ip.summary.completed, 600);
+    assert_eq!(pod_ip.queue_proxy_waits, 0);
+    let cluster_ip = run(MeshCompatibilityMode::Enabled);
+    assert_eq!(cluster_ip.summary.completed, 600);
+    assert!(
+        cluster_ip.queue_proxy_waits > 10,
+        "{} requests waited in a queue-proxy",
+        cluster_ip.queue_proxy_waits
+    );
+    assert!(cluster_ip.summary.slowdown.p95 > pod_ip.summary.slowdown.p95);
+}
