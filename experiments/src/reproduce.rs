@@ -344,6 +344,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         .collect();
     let ablation = ablation_table(&summaries, &stats, fitted);
     let traversals = TraversalCheck::of(&stats, fitted, ablation_base.cluster.network_hop_us);
+    let busy = busy_pod_md(&stats);
     write_atomic(
         &out.join("policy_ablation.csv"),
         ablation_csv(&ablation).as_bytes(),
@@ -372,7 +373,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         &figures,
         (&cs_none, &cs_istio),
         (&tipping, fitted),
-        (&ablation, &reference, &traversals),
+        (&ablation, &reference, &traversals, &busy),
         wall.elapsed().as_secs_f64(),
     );
     write_atomic(&out.join("report.md"), report.as_bytes())?;
@@ -544,6 +545,9 @@ struct RunStats {
     /// Mean number of mesh proxies a completed warm invocation passed through
     /// (`proxy_hops`).
     warm_proxy_hops: f64,
+    /// Share of the invocations that waited in a busy pod's queue-proxy
+    /// (`RunResult::queue_proxy_waits` over the invocations).
+    busy_pod_share: f64,
 }
 
 impl RunStats {
@@ -578,6 +582,7 @@ impl RunStats {
             } else {
                 hops as f64 / n as f64
             },
+            busy_pod_share: r.queue_proxy_waits as f64 / r.summary.invocations.max(1) as f64,
         }
     }
 }
@@ -648,6 +653,45 @@ fn ablation_metrics(summary: &Value, stats: &RunStats) -> [f64; ABLATION_METRICS
         metric(summary, "slowdown.p95"),
         metric(summary, "xds.bytes") / 1e6,
     ]
+}
+
+/// How many invocations were sent to a busy pod at the fitted capacity, per scenario (mean ±
+/// CI over replications): with one request per pod, the activator sends a request to a busy pod
+/// only when it balances through the revision's cluster IP (STRICT mTLS hides the pod IPs from
+/// it, Knative's `mesh-compatibility-mode: auto`); empty when no scenario did.
+fn busy_pod_md(stats: &[(String, u32, RunStats)]) -> String {
+    let names: Vec<&str> = SCENARIOS.iter().map(|(n, _)| *n).collect();
+    let cells: Vec<(&str, f64, Option<f64>)> = names
+        .iter()
+        .map(|n| {
+            let v: Vec<f64> = stats
+                .iter()
+                .filter(|s| s.0 == *n)
+                .map(|s| 100.0 * s.2.busy_pod_share)
+                .collect();
+            let (mean, ci) = mean_ci95(&v);
+            (*n, mean, ci)
+        })
+        .filter(|c| c.1.is_finite())
+        .collect();
+    if cells.iter().all(|c| c.1 == 0.0) {
+        return String::new();
+    }
+    let list: Vec<String> = cells
+        .iter()
+        .map(|(n, mean, ci)| match ci.filter(|h| *h > 0.0) {
+            Some(h) => format!("{n} {} ± {} %", fmt(*mean), fmt(h)),
+            None if *mean == 0.0 => format!("{n} 0 %"),
+            None => format!("{n} {} %", fmt(*mean)),
+        })
+        .collect();
+    format!(
+        "Invocations sent to a busy pod, which then waited in its queue-proxy (the activator \
+         balances through the revision's cluster IP where STRICT mTLS hides the pod IPs from it, \
+         Knative's `mesh-compatibility-mode: auto`; by pod IP it forwards only to a free slot): \
+         {}.\n\n",
+        list.join(", ")
+    )
 }
 
 /// The paper's "Istio without policies costs about one extra network stack traversal per
@@ -862,6 +906,9 @@ struct ReferenceCosts {
     /// The istio profile leaves the activator out of the mesh, and mTLS brings it in
     /// (`MeshProfile::activator_in_mesh`).
     mtls_injects_activator: bool,
+    /// mTLS hides the pods' IPs from the activator, which then balances through the cluster IP
+    /// (`MeshProfile::pod_ips_hidden_from_activator`) under the ablation's config.
+    mtls_hides_pod_ips: bool,
 }
 
 impl ReferenceCosts {
@@ -887,6 +934,17 @@ impl ReferenceCosts {
                     .clone()
                     .with_policies(&["mtls".to_owned()])?
                     .activator_in_mesh(),
+            mtls_hides_pod_ips: istio.knative.container_concurrency > 0
+                && match istio.knative.mesh_compatibility_mode {
+                    meshsim_models::MeshCompatibilityMode::Auto => {
+                        !profile.pod_ips_hidden_from_activator()
+                            && profile
+                                .clone()
+                                .with_policies(&["mtls".to_owned()])?
+                                .pod_ips_hidden_from_activator()
+                    }
+                    _ => false,
+                },
         })
     }
 }
@@ -1029,9 +1087,18 @@ fn ablation_md(s: &mut String, rows: &[AblationRow], reference: &ReferenceCosts)
                  it), and nothing else does: without mTLS the activator is out of the mesh, with \
                  it its proxy joins every request's path (`MeshProfile::activator_in_mesh`). So \
                  mtls alone{} also adds that proxy's CPU, latency and xDS pushes; on top of the \
-                 other eight it is there already.",
+                 other eight it is there already.{}",
                 if authz_brings_mtls {
                     ", and authz alone through the mTLS it needs,"
+                } else {
+                    ""
+                },
+                if reference.mtls_hides_pod_ips {
+                    " STRICT mTLS also hides the pods' IPs from the activator, which then \
+                     balances through the revision's cluster IP (Knative's \
+                     `mesh-compatibility-mode: auto`): requests wait in busy pods' \
+                     queue-proxies, the autoscaler sees them and asks for more pods, and those \
+                     pod starts bring their own xDS pushes and CPU."
                 } else {
                     ""
                 }
@@ -1251,7 +1318,12 @@ fn report_md(
         &[meshsim_sim::coldstart::ColdStartPoint],
     ),
     (tipping, fitted_writes): (&[TipCell], f64),
-    (ablation, reference, traversals): (&[AblationRow], &ReferenceCosts, &TraversalCheck),
+    (ablation, reference, traversals, busy): (
+        &[AblationRow],
+        &ReferenceCosts,
+        &TraversalCheck,
+        &str,
+    ),
     wall_s: f64,
 ) -> String {
     let mut s = String::new();
@@ -1325,6 +1397,7 @@ fn report_md(
         ratio("istio-policies", "slowdown.p50"),
         ratio("istio-policies", "slowdown.p95")
     );
+    s.push_str(busy);
     traversals.md(&mut s);
     let _ = writeln!(
         s,
