@@ -417,25 +417,27 @@ fn every_profile_is_deterministic_and_conserves_invocations() {
     let trace = meshsim_traces::embedded::load("invitro-example")
         .unwrap()
         .unwrap();
-    let trace = Arc::new(trace.window(2).unwrap());
-    let cfg = SimConfig::default();
+    let small = Arc::new(trace.window(2).unwrap());
+    // Also InVitro's shape (one request per pod, the activator always on the path), where
+    // istio-policies' activator balances through the cluster IP, on 3 busy minutes.
+    let mut invitro = SimConfig::default();
+    invitro.knative.container_concurrency = 1;
+    invitro.knative.target_burst_capacity = -1;
+    let busy = Arc::new(meshsim_traces::embedded::default_trace().window(3).unwrap());
     let opts = RunOptions {
         seed: 7,
         replication: 0,
         record_invocations: false,
     };
-    for name in BUILTIN_PROFILES {
+    let setups = [(SimConfig::default(), small), (invitro, busy)];
+    for (cfg, trace, name) in setups
+        .iter()
+        .flat_map(|(c, t)| BUILTIN_PROFILES.iter().map(move |n| (c, t, *n)))
+    {
         let p = MeshProfile::builtin(name).unwrap();
         let run = || {
-            meshsim_sim::run_profile(
-                trace.clone(),
-                &cfg,
-                &p,
-                inputs(false),
-                &opts,
-                &mut |_, _| {},
-            )
-            .unwrap()
+            meshsim_sim::run_profile(trace.clone(), cfg, &p, inputs(false), &opts, &mut |_, _| {})
+                .unwrap()
         };
         let (a, b) = (run(), run());
         assert_eq!(a.digest, b.digest, "{name}: replay with seed 7 differs");
@@ -447,6 +449,15 @@ fn every_profile_is_deterministic_and_conserves_invocations() {
             "{name}"
         );
         assert_eq!(a.in_flight, 0, "{name}");
+        // By pod IP the activator never sends a request to a busy pod; through the cluster IP
+        // it does.
+        let cluster_ip = cfg.knative.container_concurrency > 0 && p.pod_ips_hidden_from_activator();
+        assert_eq!(
+            a.queue_proxy_waits > 0,
+            cluster_ip,
+            "{name}: {}",
+            a.queue_proxy_waits
+        );
         let failed: u64 = s.failures_by_reason.values().sum();
         assert_eq!(failed, s.failed, "{name}");
         if name == "none" {

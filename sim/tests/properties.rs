@@ -61,11 +61,17 @@ proptest! {
         seed in any::<u64>(),
         mem_req in prop::collection::vec(64u64..3_000, 4),
         container_concurrency in 0u32..3,
+        mesh_compat in 0u8..3,
         knobs in (6u32..30, 1u32..6, 1u64..5, 0u32..20, -1i32..300, 0u32..40, any::<bool>()),
     ) {
         let (stable_s, panic_s, tick_s, grace_s, tbc, jitter, bin_pack) = knobs;
         let mut cfg = small_cfg(workers, cores, memory_gib, timeout_s);
         cfg.knative.container_concurrency = container_concurrency;
+        cfg.knative.mesh_compatibility_mode = match mesh_compat {
+            0 => meshsim_models::MeshCompatibilityMode::Auto,
+            1 => meshsim_models::MeshCompatibilityMode::Enabled,
+            _ => meshsim_models::MeshCompatibilityMode::Disabled,
+        };
         cfg.knative.stable_window_s = stable_s;
         cfg.knative.panic_window_s = panic_s;
         cfg.knative.tick_ms = tick_s * 1000;
