@@ -97,26 +97,38 @@ pub(crate) fn parse_error(text: &str, file: &str, e: &toml::de::Error) -> Config
     }
 }
 
-/// The dotted key whose value sits at byte `at`: the `key =` of that line under the last
-/// `[table]` header before it (`None` when the line assigns nothing).
+/// The dotted key whose value sits at byte `at`: the last `key =` of that line before `at`
+/// (inside an inline table, prefixed by the line's first key), under the last `[table]` or
+/// `[[array]]` header before the line. `None` when the line assigns nothing before `at` (a
+/// continuation line of a multi-line array, say): a best-effort label, never a panic.
 fn key_at(text: &str, at: usize) -> Option<String> {
-    let at = at.min(text.len());
-    let start = text[..at].rfind('\n').map_or(0, |p| p + 1);
-    let line = text[start..].lines().next().unwrap_or("");
-    let (key, _) = line.split_once('=')?;
-    let key = key.trim();
-    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
-        return None;
-    }
-    let table = text[..start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('[') && !l.starts_with("[["))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    let before = text.get(..at.min(text.len()))?;
+    let start = before.rfind('\n').map_or(0, |p| p + 1);
+    let head = &before[start..];
+    let bare = |k: &str| {
+        let k = k.trim();
+        (!k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.\" ".contains(c)))
+        .then(|| k.to_owned())
+    };
+    // The key of the value at `at`: what precedes the last `=` before it, back to a `{` or `,`.
+    let eq = head.rfind('=')?;
+    let inner = bare(&head[head[..eq].rfind(['{', ',']).map_or(0, |p| p + 1)..eq])?;
+    let key = match head[..eq].find('{') {
+        Some(brace) => format!("{}.{inner}", bare(head[..brace].split('=').next()?)?),
+        None => inner,
+    };
+    let table = text[..start].lines().rev().find_map(|l| {
+        let l = l.split('#').next().unwrap_or("").trim();
+        let name = l.strip_prefix('[')?.strip_suffix(']')?;
+        let name = name.strip_prefix('[').unwrap_or(name);
+        let name = name.strip_suffix(']').unwrap_or(name);
+        bare(name)
+    });
     Some(match table {
-        Some(t) if !t.is_empty() => format!("{t}.{key}"),
-        _ => key.to_owned(),
+        Some(t) => format!("{t}.{key}"),
+        None => key,
     })
 }
 
@@ -897,6 +909,32 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.kubernetes.scheduler, SchedulerKind::MostAllocated);
         assert_eq!(cfg.arrivals, ArrivalProcess::Equidistant);
+    }
+
+    #[test]
+    fn a_bad_value_is_labelled_with_its_key() {
+        let key = |text: &str, needle: &str| key_at(text, text.find(needle).unwrap());
+        let t = "version = 1\n[knative] # comment\nmesh_compatibility_mode = \"x\"\n";
+        assert_eq!(
+            key(t, "\"x\"").as_deref(),
+            Some("knative.mesh_compatibility_mode")
+        );
+        // Array tables, inline tables, continuation lines of a multi-line array.
+        let t = "[machine]\ncores = 2\n[[entries]]\nname = \"jwt\"\nrate_rps = \"x\"\n";
+        assert_eq!(key(t, "\"x\"").as_deref(), Some("entries.rate_rps"));
+        let t = "knative = { tick_ms = 1, mesh_compatibility_mode = \"x\" }\n";
+        assert_eq!(
+            key(t, "\"x\"").as_deref(),
+            Some("knative.mesh_compatibility_mode")
+        );
+        let t = "[a]\nb = [\n  [1, 2],\n  \"x\",\n]\n";
+        assert_eq!(key(t, "\"x\""), None);
+        // Never a panic: any offset, any text.
+        let t = "é = \"ü\"\n[[t]]\nk = { a = 1 }\n";
+        for at in 0..=t.len() + 2 {
+            let _ = key_at(t, at);
+        }
+        assert_eq!(key_at("", 0), None);
     }
 
     #[test]

@@ -30,7 +30,9 @@
 //!
 //! Failures: a request still buffered `request_timeout_s` after its arrival fails
 //! (`no-capacity` when its revision has unschedulable pods and none ready, `timeout`
-//! otherwise); a request answered after the timeout is counted as a `timeout` failure.
+//! otherwise), and so does one still waiting in a queue-proxy for a slot then (`timeout`: the
+//! queue-proxy's timeout handler covers that wait); a request answered after the timeout is
+//! counted as a `timeout` failure.
 
 use crate::cpu::{CpuCategory, JobOwner, NodeCpu};
 use crate::knative::{Autoscaler, ConcurrencyWindow, DataPathMode, Kpa, ScaleInput};
@@ -227,6 +229,8 @@ struct Req {
     proxy_hops: u8,
     /// Forwarded by the activator (holds a slot of its breaker until answered).
     via_activator: bool,
+    /// An [`Ev::Timeout`] at its deadline is pending.
+    timeout_armed: bool,
 }
 
 const NO_POD: u32 = u32::MAX;
@@ -255,6 +259,7 @@ impl Req {
             return_ns: 0,
             proxy_hops: 0,
             via_activator: false,
+            timeout_armed: false,
         }
     }
 
@@ -810,7 +815,16 @@ impl Simulation {
                         self.queue_proxy_waits += 1;
                         self.queue_proxy_max_waiting =
                             self.queue_proxy_max_waiting.max(p.waiting.len() as u64);
-                        self.reqs[slot as usize].qp_wait_start = self.now;
+                        let now = self.now;
+                        let r = &mut self.reqs[slot as usize];
+                        r.qp_wait_start = now;
+                        // The queue-proxy's timeout handler covers the wait for a slot.
+                        if !r.timeout_armed {
+                            r.timeout_armed = true;
+                            let deadline = r.arrival + self.timeout_ns;
+                            self.q
+                                .push(SimTime(deadline.max(now)), Ev::Timeout { slot, tag });
+                        }
                     } else {
                         self.start_exec(slot);
                     }
@@ -1088,6 +1102,7 @@ impl Simulation {
         r.state = ReqState::Buffered;
         r.buffered_at = now;
         r.cold = cold;
+        r.timeout_armed = true;
         let (tag, deadline) = (r.tag, r.arrival + self.timeout_ns);
         self.q
             .push(SimTime(deadline.max(now)), Ev::Timeout { slot, tag });
@@ -1251,7 +1266,22 @@ impl Simulation {
 
     fn timeout(&mut self, slot: u32, tag: u32) {
         let r = &self.reqs[slot as usize];
-        if r.tag != tag || r.state != ReqState::Buffered {
+        if r.tag != tag {
+            return;
+        }
+        if r.state == ReqState::Active && !r.started && r.pod != NO_POD {
+            // Waiting in a busy pod's queue-proxy: its timeout handler answers 504 and the
+            // request gives up its place (and its activator breaker slot).
+            let (pod, waited) = (r.pod as usize, self.now - r.qp_wait_start);
+            let Some(i) = self.pods[pod].waiting.iter().position(|&w| w == slot) else {
+                return;
+            };
+            self.pods[pod].waiting.remove(i);
+            self.reqs[slot as usize].queue_ns += waited;
+            self.finish_req(slot, Some(FailureReason::Timeout));
+            return;
+        }
+        if r.state != ReqState::Buffered {
             return;
         }
         let rev = r.function as usize;

@@ -319,3 +319,45 @@ fn through_a_cluster_ip_the_activator_caps_in_flight_but_kube_proxy_picks_the_po
     );
     assert!(cluster_ip.summary.slowdown.p95 > pod_ip.summary.slowdown.p95);
 }
+
+#[test]
+fn a_request_waiting_in_a_queue_proxy_times_out_at_its_deadline() {
+    // Serve mode (target burst capacity 0, pods to spare after a warm-up burst): the gateway
+    // sends a burst of 12 six-second requests straight to the pods, more than there are, so
+    // some wait in a busy pod's queue-proxy. The queue-proxy's timeout handler (5 s) covers
+    // that wait: a request still waiting at its deadline fails then, and gives its place up,
+    // instead of running after the request ahead of it. (The ones that ran are answered after
+    // the deadline and count as timeouts too.)
+    let mut cfg = exact_cfg();
+    cfg.knative.container_concurrency = 1;
+    cfg.knative.target_burst_capacity = 0;
+    cfg.knative.request_timeout_s = 5;
+    let mut invs: Vec<Invocation> = (0..3).map(|_| inv(0, 0, 100 * MS)).collect();
+    invs.extend((0..12).map(|_| inv(10 * SEC, 0, 6 * SEC)));
+    let r = simulate(&cfg, 1, invs);
+    assert!(
+        r.queue_proxy_waits > 0,
+        "no request waited in a queue-proxy"
+    );
+    let burst: Vec<_> = r
+        .invocations
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.arrival_ns == 10 * SEC)
+        .collect();
+    assert_eq!(burst.len(), 12);
+    let at_deadline = burst.iter().filter(|x| x.end_to_end_ns == 5 * SEC).count() as u64;
+    assert_eq!(
+        at_deadline, r.queue_proxy_waits,
+        "every waiting request fails at 5 s"
+    );
+    for x in &burst {
+        assert_eq!(x.failure, Some(meshsim_sim::FailureReason::Timeout));
+        // The rest ran at once, on a pod of their own.
+        assert!(
+            x.end_to_end_ns == 5 * SEC || x.end_to_end_ns < 7 * SEC,
+            "{}",
+            x.end_to_end_ns
+        );
+    }
+}
