@@ -24,9 +24,10 @@
 //! breaker admits up to `cc x routable pods` requests in flight and the cluster IP's balancer
 //! picks the pod (the activator's Envoy: least request of two draws with replacement; else
 //! kube-proxy: uniform), so a request can wait in a busy pod's queue-proxy while another pod
-//! idles ([`EngineResult::queue_proxy_waits`]). The queue-proxy's limit of 10 x cc queued
-//! requests is not modelled ([`EngineResult::queue_proxy_max_waiting`] says how close a run
-//! came).
+//! idles ([`EngineResult::queue_proxy_waits`]). A queue-proxy holds at most 10 x cc waiting
+//! requests and fails the next one at once (`queue-full`, knative's 503); Istio's default retry
+//! of that 503 on another pod is not modelled (P2C rarely fills a queue:
+//! [`EngineResult::queue_proxy_max_waiting`] says how close a run came).
 //!
 //! Failures: a request still buffered `request_timeout_s` after its arrival fails
 //! (`no-capacity` when its revision has unschedulable pods and none ready, `timeout`
@@ -134,8 +135,8 @@ pub struct EngineResult {
     /// activator sent them to a busy pod: through a cluster IP, or without the activator on the
     /// path).
     pub queue_proxy_waits: u64,
-    /// The longest queue any queue-proxy held (knative's queue-proxy rejects beyond
-    /// 10 x container concurrency; the model does not, so this says whether that mattered).
+    /// The longest queue any queue-proxy held (at most 10 x container concurrency: beyond, the
+    /// request fails as `queue-full`).
     pub queue_proxy_max_waiting: u64,
     pub api_writes: u64,
     pub end: SimTime,
@@ -234,6 +235,11 @@ struct Req {
 }
 
 const NO_POD: u32 = u32::MAX;
+
+/// Requests a queue-proxy holds waiting per slot of the container concurrency (knative's
+/// `buildBreaker`: "queue depth ... equal to the container concurrency * 10 to allow the
+/// autoscaler time to react"); it answers 503 beyond.
+const QUEUE_DEPTH_PER_SLOT: u64 = 10;
 
 impl Req {
     fn empty() -> Self {
@@ -808,6 +814,15 @@ impl Simulation {
                 }
                 Step::Exec => {
                     let pod = self.reqs[slot as usize].pod;
+                    let p = &mut self.pods[pod as usize];
+                    if self.cc > 0
+                        && p.executing >= self.cc
+                        && p.waiting.len() as u64 >= QUEUE_DEPTH_PER_SLOT * u64::from(self.cc)
+                    {
+                        // The queue-proxy's breaker is full: 503 at once.
+                        self.finish_req(slot, Some(FailureReason::QueueFull));
+                        return;
+                    }
                     let p = &mut self.pods[pod as usize];
                     if self.cc > 0 && p.executing >= self.cc {
                         // The queue-proxy's breaker holds it until a slot frees.

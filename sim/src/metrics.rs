@@ -24,6 +24,9 @@ pub enum FailureReason {
     RetriesExhausted,
     /// Refused by a policy (authn/authz) (mesh models).
     Denied,
+    /// Turned away by a full queue-proxy: its breaker holds the container concurrency plus
+    /// 10 x that many waiting requests and answers 503 beyond (knative `buildBreaker`).
+    QueueFull,
 }
 
 impl FailureReason {
@@ -35,6 +38,7 @@ impl FailureReason {
             FailureReason::CircuitOpen => "circuit-open",
             FailureReason::RetriesExhausted => "retries-exhausted",
             FailureReason::Denied => "denied",
+            FailureReason::QueueFull => "queue-full",
         }
     }
 }

@@ -323,7 +323,7 @@ fn through_a_cluster_ip_the_activator_caps_in_flight_but_kube_proxy_picks_the_po
 #[test]
 fn a_request_waiting_in_a_queue_proxy_times_out_at_its_deadline() {
     // Serve mode (target burst capacity 0, pods to spare after a warm-up burst): the gateway
-    // sends a burst of 12 six-second requests straight to the pods, more than there are, so
+    // sends a burst of 11 six-second requests straight to the pods, more than there are, so
     // some wait in a busy pod's queue-proxy. The queue-proxy's timeout handler (5 s) covers
     // that wait: a request still waiting at its deadline fails then, and gives its place up,
     // instead of running after the request ahead of it. (The ones that ran are answered after
@@ -333,7 +333,7 @@ fn a_request_waiting_in_a_queue_proxy_times_out_at_its_deadline() {
     cfg.knative.target_burst_capacity = 0;
     cfg.knative.request_timeout_s = 5;
     let mut invs: Vec<Invocation> = (0..3).map(|_| inv(0, 0, 100 * MS)).collect();
-    invs.extend((0..12).map(|_| inv(10 * SEC, 0, 6 * SEC)));
+    invs.extend((0..11).map(|_| inv(10 * SEC, 0, 6 * SEC)));
     let r = simulate(&cfg, 1, invs);
     assert!(
         r.queue_proxy_waits > 0,
@@ -345,7 +345,7 @@ fn a_request_waiting_in_a_queue_proxy_times_out_at_its_deadline() {
         .into_iter()
         .filter(|x| x.arrival_ns == 10 * SEC)
         .collect();
-    assert_eq!(burst.len(), 12);
+    assert_eq!(burst.len(), 11);
     let at_deadline = burst.iter().filter(|x| x.end_to_end_ns == 5 * SEC).count() as u64;
     assert_eq!(
         at_deadline, r.queue_proxy_waits,
@@ -357,6 +357,31 @@ fn a_request_waiting_in_a_queue_proxy_times_out_at_its_deadline() {
         assert!(
             x.end_to_end_ns == 5 * SEC || x.end_to_end_ns < 7 * SEC,
             "{}",
+            x.end_to_end_ns
+        );
+    }
+}
+
+#[test]
+fn a_full_queue_proxy_turns_requests_away() {
+    // The same serve-mode burst, 15 short requests on what is by then a single pod: one runs,
+    // the queue-proxy's breaker holds 10 x container concurrency waiting, and the rest get its
+    // 503 at once (`queue-full`).
+    let mut cfg = exact_cfg();
+    cfg.knative.container_concurrency = 1;
+    cfg.knative.target_burst_capacity = 0;
+    let mut invs: Vec<Invocation> = (0..3).map(|_| inv(0, 0, 100 * MS)).collect();
+    invs.extend((0..15).map(|_| inv(10 * SEC, 0, 100 * MS)));
+    let r = simulate(&cfg, 1, invs);
+    assert_eq!(r.queue_proxy_max_waiting, 10);
+    let full = r.summary.failures_by_reason.get("queue-full").copied();
+    assert_eq!(full, Some(4), "{:?}", r.summary.failures_by_reason);
+    assert_eq!(r.summary.failed, 4);
+    let recs = r.invocations.unwrap();
+    for x in recs.iter().filter(|x| x.failure.is_some()) {
+        assert!(
+            x.end_to_end_ns < 10 * MS,
+            "turned away at once: {}",
             x.end_to_end_ns
         );
     }
