@@ -28,7 +28,10 @@ pub struct ReplayArgs {
     /// Root seed: same seed and config give the same results, byte for byte.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Simulation config (TOML; see models/ for the fields). Defaults to the paper's cluster.
+    /// Simulation config (TOML; see models/ for the fields). Defaults to the paper's cluster with
+    /// Knative's default deployment shape; `models/profiles/invitro-knative.toml` deploys
+    /// functions as InVitro, the paper's load generator, does (one request per pod; what
+    /// `meshsim reproduce` runs).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Output directory.
