@@ -115,4 +115,15 @@ fn reproduce_writes_every_figure_table_the_tipping_point_study_and_the_policy_ab
     assert!(report.contains("## Tipping point"), "{report}");
     assert!(report.contains("## Policy ablation"), "{report}");
     assert!(report.contains("| istio-policies |"), "{report}");
+    // Only istio-policies (STRICT mTLS hides pod IPs from the activator) sends requests to busy
+    // pods.
+    let busy = report
+        .lines()
+        .find(|l| l.starts_with("Invocations sent to a busy pod"))
+        .unwrap_or_else(|| panic!("no busy-pod line: {report}"));
+    assert!(
+        busy.contains("no-mesh 0 %") && busy.contains("istio 0 %"),
+        "{busy}"
+    );
+    assert!(!busy.contains("istio-policies 0 %"), "{busy}");
 }
