@@ -96,7 +96,7 @@ pub const TIP_WRITES: [u32; 6] = [20, 25, 27, 30, 35, 50];
 
 /// API-server write capacity (writes/s) of the policy ablation: twice the fitted 25/s, the
 /// last point of [`TIP_WRITES`]. At the fitted capacity the InVitro config's cold-start bursts
-/// make the slowdown tails vary by seed (istio-policies / no-mesh p95 28-51x over 3
+/// make the slowdown tails vary by seed (istio-policies / no-mesh p95 31-51x over 3
 /// replications), which swamps what one policy costs per request; at 50/s (seed 42, 3
 /// replications) the control plane keeps up: istio stays within 1.05x of no-mesh's slowdown
 /// p95 and istio-policies within 2.9x (the requests its activator sends to busy pods), without
