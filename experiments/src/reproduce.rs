@@ -662,10 +662,9 @@ fn ablation_metrics(summary: &Value, stats: &RunStats) -> [f64; ABLATION_METRICS
 /// only when it balances through the revision's cluster IP (STRICT mTLS hides the pod IPs from
 /// it, Knative's `mesh-compatibility-mode: auto`); empty when no scenario did.
 fn busy_pod_md(stats: &[(String, u32, RunStats)]) -> String {
-    let names: Vec<&str> = SCENARIOS.iter().map(|(n, _)| *n).collect();
-    let cells: Vec<(&str, f64, Option<f64>)> = names
+    let cells: Vec<(&str, f64, Option<f64>)> = SCENARIOS
         .iter()
-        .map(|n| {
+        .map(|(n, _)| {
             let v: Vec<f64> = stats
                 .iter()
                 .filter(|s| s.0 == *n)
@@ -936,17 +935,12 @@ impl ReferenceCosts {
                     .clone()
                     .with_policies(&["mtls".to_owned()])?
                     .activator_in_mesh(),
-            mtls_hides_pod_ips: istio.knative.container_concurrency > 0
-                && match istio.knative.mesh_compatibility_mode {
-                    meshsim_models::MeshCompatibilityMode::Auto => {
-                        !profile.pod_ips_hidden_from_activator()
-                            && profile
-                                .clone()
-                                .with_policies(&["mtls".to_owned()])?
-                                .pod_ips_hidden_from_activator()
-                    }
-                    _ => false,
-                },
+            mtls_hides_pod_ips: {
+                let kn = &istio.knative;
+                let with_mtls = profile.clone().with_policies(&["mtls".to_owned()])?;
+                !kn.activator_uses_cluster_ip(profile.pod_ips_hidden_from_activator())
+                    && kn.activator_uses_cluster_ip(with_mtls.pod_ips_hidden_from_activator())
+            },
         })
     }
 }

@@ -495,6 +495,19 @@ impl Default for KnativeConfig {
 }
 
 impl KnativeConfig {
+    /// Whether the activator reaches a revision's pods through its cluster IP rather than by
+    /// pod IP, given whether the mesh hides pod IPs from it: only with a container concurrency
+    /// (without one there is no slot to respect and both route alike), and then as
+    /// `mesh_compatibility_mode` says (`auto`: exactly when the pod IPs are hidden).
+    pub fn activator_uses_cluster_ip(&self, pod_ips_hidden: bool) -> bool {
+        self.container_concurrency > 0
+            && match self.mesh_compatibility_mode {
+                MeshCompatibilityMode::Auto => pod_ips_hidden,
+                MeshCompatibilityMode::Enabled => true,
+                MeshCompatibilityMode::Disabled => false,
+            }
+    }
+
     /// The per-pod concurrency target before utilisation: the container concurrency when one
     /// is set and lower than the target (knative), else the target (100 by default).
     pub fn pod_target(&self) -> f64 {

@@ -51,7 +51,7 @@ use crate::metrics::{
 };
 use crate::queue::EventQueue;
 use crate::time::{MS, SEC, SimTime, US};
-use meshsim_models::{MeshCompatibilityMode, SimConfig};
+use meshsim_models::SimConfig;
 use meshsim_traces::Invocation;
 use meshsim_traces::rng::{Rng, stream};
 use rand::Rng as _;
@@ -407,18 +407,15 @@ impl Simulation {
     ) -> Self {
         let cl = &cfg.cluster;
         let kn = &cfg.knative;
-        let cluster_ip = match kn.mesh_compatibility_mode {
-            MeshCompatibilityMode::Auto => mesh.pod_ips_hidden(),
-            MeshCompatibilityMode::Enabled => true,
-            MeshCompatibilityMode::Disabled => false,
-        }
-        .then(|| {
-            if mesh.activator_proxy_balances() {
-                ClusterIpLb::LeastRequest
-            } else {
-                ClusterIpLb::Random
-            }
-        });
+        let cluster_ip = kn
+            .activator_uses_cluster_ip(mesh.pod_ips_hidden())
+            .then(|| {
+                if mesh.activator_proxy_balances() {
+                    ClusterIpLb::LeastRequest
+                } else {
+                    ClusterIpLb::Random
+                }
+            });
         let mut nodes = Vec::with_capacity(usize::from(cl.workers) + 1);
         nodes.push(Node {
             cpu: NodeCpu::new(cl.control_plane_cores),
@@ -815,33 +812,29 @@ impl Simulation {
                 Step::Exec => {
                     let pod = self.reqs[slot as usize].pod;
                     let p = &mut self.pods[pod as usize];
-                    if self.cc > 0
-                        && p.executing >= self.cc
-                        && p.waiting.len() as u64 >= QUEUE_DEPTH_PER_SLOT * u64::from(self.cc)
-                    {
+                    if self.cc == 0 || p.executing < self.cc {
+                        self.start_exec(slot);
+                        return;
+                    }
+                    if p.waiting.len() as u64 >= QUEUE_DEPTH_PER_SLOT * u64::from(self.cc) {
                         // The queue-proxy's breaker is full: 503 at once.
                         self.finish_req(slot, Some(FailureReason::QueueFull));
                         return;
                     }
-                    let p = &mut self.pods[pod as usize];
-                    if self.cc > 0 && p.executing >= self.cc {
-                        // The queue-proxy's breaker holds it until a slot frees.
-                        p.waiting.push_back(slot);
-                        self.queue_proxy_waits += 1;
-                        self.queue_proxy_max_waiting =
-                            self.queue_proxy_max_waiting.max(p.waiting.len() as u64);
-                        let now = self.now;
-                        let r = &mut self.reqs[slot as usize];
-                        r.qp_wait_start = now;
-                        // The queue-proxy's timeout handler covers the wait for a slot.
-                        if !r.timeout_armed {
-                            r.timeout_armed = true;
-                            let deadline = r.arrival + self.timeout_ns;
-                            self.q
-                                .push(SimTime(deadline.max(now)), Ev::Timeout { slot, tag });
-                        }
-                    } else {
-                        self.start_exec(slot);
+                    // The queue-proxy's breaker holds it until a slot frees.
+                    p.waiting.push_back(slot);
+                    self.queue_proxy_waits += 1;
+                    self.queue_proxy_max_waiting =
+                        self.queue_proxy_max_waiting.max(p.waiting.len() as u64);
+                    let now = self.now;
+                    let r = &mut self.reqs[slot as usize];
+                    r.qp_wait_start = now;
+                    // The queue-proxy's timeout handler covers the wait for a slot.
+                    if !r.timeout_armed {
+                        r.timeout_armed = true;
+                        let deadline = r.arrival + self.timeout_ns;
+                        self.q
+                            .push(SimTime(deadline.max(now)), Ev::Timeout { slot, tag });
                     }
                     return;
                 }
@@ -1081,7 +1074,7 @@ impl Simulation {
                 ClusterIpLb::LeastRequest => {
                     // Envoy's `unweightedHostPick`: two draws with replacement, the second
                     // replaces the first only with strictly fewer active requests.
-                    let second = self.revs[rev as usize].routable[self.lb_rng.random_range(0..k)];
+                    let second = rv.routable[self.lb_rng.random_range(0..k)];
                     let active = |p: u32| self.pods[p as usize].via_activator;
                     if active(second) < active(first) {
                         second
@@ -1258,7 +1251,6 @@ impl Simulation {
         }
         let r = &mut self.reqs[slot as usize];
         r.state = ReqState::Free;
-        r.via_activator = false;
         r.tag = r.tag.wrapping_add(1);
         self.free.push(slot);
         self.in_flight -= 1;
