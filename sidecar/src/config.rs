@@ -99,6 +99,13 @@ pub struct RuntimeConfig {
     /// `per-request` (a fresh WebAssembly instance per request, see `[sandbox]`).
     #[serde(default)]
     pub isolation: Isolation,
+    /// Serve plain-text HTTP/1.1 on a listener without policies through the lean path
+    /// (`src/lean.rs`: one task per connection, its own codec, no hyper); anything it does not
+    /// handle (HTTP/2, chunked or `Expect` requests, upgrades, HTTP/1.0, unusual targets or
+    /// hop-by-hop headers, malformed input) is handed to hyper on the same connection.
+    /// `false` serves everything through hyper.
+    #[serde(default = "yes")]
+    pub lean_http1: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -107,6 +114,7 @@ impl Default for RuntimeConfig {
             worker_threads: 1,
             drain_timeout_ms: default_drain_ms(),
             isolation: Isolation::default(),
+            lean_http1: true,
         }
     }
 }
@@ -431,6 +439,21 @@ pub struct Policies {
     /// (9) Circuit breaking and outlier detection.
     #[serde(default)]
     pub circuit_breaker: Option<CircuitBreakerPolicy>,
+}
+
+impl Policies {
+    /// No policy configured: the proxy only forwards.
+    pub fn is_empty(&self) -> bool {
+        self.mtls.is_none()
+            && self.ports.is_none()
+            && self.jwt.is_none()
+            && self.authz.is_none()
+            && self.rate_limit.is_none()
+            && self.tracing.is_none()
+            && self.access_log.is_none()
+            && self.retry.is_none()
+            && self.circuit_breaker.is_none()
+    }
 }
 
 /// mTLS mode.

@@ -32,6 +32,7 @@ pub mod config;
 pub mod diag;
 pub mod digits;
 pub mod http;
+pub mod lean;
 pub mod pki;
 pub mod policy;
 pub mod sandbox;

@@ -30,6 +30,7 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::config::{Config, Isolation, MtlsMode, Protocol};
 use crate::http::{ConnInfo, ListenerKind, Req, Resp, RespBody, local_reply};
+use crate::lean::{Lean, LeanOptions, Served};
 use crate::pki::{Pki, TlsMaterials, spiffe_id_of};
 use crate::policy::CheckLayer;
 use crate::policy::access_log::{AccessLogLayer, Writer};
@@ -261,6 +262,32 @@ fn strip_internal(headers: &mut http::HeaderMap, is_internal: impl Fn(&http::Hea
 enum ClientStream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Plain TCP handed over by the lean path, with the bytes it had read and not served.
+    Rewound(Box<Rewound>),
+}
+
+/// A connection whose first bytes were already read (by the lean path).
+#[derive(Debug)]
+struct Rewound {
+    prefix: Vec<u8>,
+    pos: usize,
+    tcp: TcpStream,
+}
+
+impl Rewound {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            buf.put_slice(&self.prefix[self.pos..self.pos + n]);
+            self.pos += n;
+            if self.pos == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
 }
 
 impl AsyncRead for ClientStream {
@@ -272,6 +299,7 @@ impl AsyncRead for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ClientStream::Rewound(r) => r.poll_read(cx, buf),
         }
     }
 }
@@ -285,6 +313,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ClientStream::Rewound(r) => Pin::new(&mut r.tcp).poll_write(cx, buf),
         }
     }
     fn poll_write_vectored(
@@ -295,24 +324,28 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            ClientStream::Rewound(r) => Pin::new(&mut r.tcp).poll_write_vectored(cx, bufs),
         }
     }
     fn is_write_vectored(&self) -> bool {
         match self {
             ClientStream::Plain(s) => s.is_write_vectored(),
             ClientStream::Tls(s) => s.is_write_vectored(),
+            ClientStream::Rewound(r) => r.tcp.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ClientStream::Rewound(r) => Pin::new(&mut r.tcp).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ClientStream::Rewound(r) => Pin::new(&mut r.tcp).poll_shutdown(cx),
         }
     }
 }
@@ -336,6 +369,10 @@ struct ListenerCtx<S> {
     max_header_bytes: usize,
     /// Open-connection limit of the listener (`max_connections`); a permit per connection.
     conn_limit: Option<Arc<Semaphore>>,
+    /// The lean HTTP/1.1 path, on a plain-text listener without policies.
+    lean: Option<Arc<Lean>>,
+    /// Turns true when the sidecar drains (the lean path closes idle connections then).
+    shutdown: watch::Receiver<bool>,
 }
 
 async fn accept_loop<S>(
@@ -393,9 +430,22 @@ async fn serve_conn<S>(
     let _ = tcp.set_nodelay(true);
     let mut peer = None;
     let mut h2_alpn = false;
-    let stream = match &ctx.tls {
-        None => ClientStream::Plain(tcp),
-        Some(t) => {
+    let stream = match (&ctx.tls, &ctx.lean) {
+        (None, Some(lean)) => {
+            // `watcher` stays alive meanwhile, so a drain waits for this connection too.
+            let mut tcp = tcp;
+            let mut shutdown = ctx.shutdown.clone();
+            match lean.serve(&mut tcp, &mut shutdown).await {
+                Served::Done => return,
+                Served::HandOff(prefix) => ClientStream::Rewound(Box::new(Rewound {
+                    prefix,
+                    pos: 0,
+                    tcp,
+                })),
+            }
+        }
+        (None, None) => ClientStream::Plain(tcp),
+        (Some(t), _) => {
             let is_tls = match t.mode {
                 MtlsMode::Strict => true,
                 MtlsMode::Permissive => {
@@ -641,6 +691,18 @@ impl Sidecar {
             http2,
         };
 
+        let lean_opts = |endpoints: &[SocketAddr]| LeanOptions {
+            endpoints: endpoints.to_vec(),
+            connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
+            pool_idle_timeout: Duration::from_millis(config.upstream.pool_idle_timeout_ms),
+            pool_max_idle_per_endpoint: config.upstream.pool_max_idle_per_endpoint,
+            max_headers: config.limits.max_headers,
+            max_header_bytes: config.limits.max_header_bytes,
+            max_body_bytes: config.limits.max_body_bytes,
+            header_read_timeout: Duration::from_millis(config.limits.header_read_timeout_ms),
+            request_timeout: Duration::from_millis(config.limits.request_timeout_ms),
+        };
+
         let own_id = config
             .identity
             .as_ref()
@@ -752,6 +814,11 @@ impl Sidecar {
                 .inbound
                 .max_connections
                 .map(|n| Arc::new(Semaphore::new(n))),
+            lean: (config.runtime.lean_http1
+                && p.is_empty()
+                && config.upstream.protocol == Protocol::Http1)
+                .then(|| Arc::new(Lean::new(lean_opts(&config.inbound.upstream), stats.clone()))),
+            shutdown: shutdown_rx.clone(),
         });
         tasks.push((
             false,
@@ -796,6 +863,13 @@ impl Sidecar {
                 ),
                 (_, t) => (t.map(CheckLayer::from_arc), None),
             };
+            // The outbound chain is empty without these (and without TLS origination).
+            let lean_outbound = config.runtime.lean_http1
+                && tls_cfg.is_none()
+                && p.tracing.is_none()
+                && p.access_log.is_none()
+                && p.retry.is_none()
+                && p.circuit_breaker.is_none();
             let layers = ChainLayers {
                 sandbox,
                 tracing,
@@ -824,6 +898,9 @@ impl Sidecar {
                 handshake_timeout,
                 max_header_bytes: config.limits.max_header_bytes,
                 conn_limit: out.max_connections.map(|n| Arc::new(Semaphore::new(n))),
+                lean: lean_outbound
+                    .then(|| Arc::new(Lean::new(lean_opts(&out.upstream), stats.clone()))),
+                shutdown: shutdown_rx.clone(),
             });
             tasks.push((
                 false,
