@@ -102,6 +102,9 @@ struct ReqHead {
     head_method: bool,
     /// The client sent a `Host` header.
     has_host: bool,
+    /// The method is idempotent (RFC 9110 §9.2.2), so it may be sent again when a pooled
+    /// connection turns out closed.
+    idempotent: bool,
 }
 
 /// What the request parser decided.
@@ -111,8 +114,9 @@ enum Parse {
     Partial,
     /// Not for the lean path: hyper serves it.
     HandOff,
-    /// The front refuses it: status, message, close the connection.
-    Refuse(u16, &'static str, bool),
+    /// The front refuses it: status, message, and the head's length when the connection
+    /// stays open (`None`: close it).
+    Refuse(u16, &'static str, Option<usize>),
     /// Serve it; the upstream head (without `Host` if missing and without the final blank
     /// line) is in the output buffer.
     Ready(ReqHead),
@@ -207,7 +211,7 @@ fn parse_request(buf: &[u8], opts: &LeanOptions, out: &mut Vec<u8>) -> Parse {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parse::Partial,
         Err(httparse::Error::TooManyHeaders) if opts.max_headers < MAX_PARSED_HEADERS => {
-            return Parse::Refuse(431, "request header fields too large", true);
+            return Parse::Refuse(431, "request header fields too large", None);
         }
         Err(_) => return Parse::HandOff,
     };
@@ -223,7 +227,7 @@ fn parse_request(buf: &[u8], opts: &LeanOptions, out: &mut Vec<u8>) -> Parse {
         .iter()
         .fold(path.len(), |n, h| n + h.name.len() + h.value.len() + 4);
     if req.headers.len() > opts.max_headers || bytes > opts.max_header_bytes {
-        return Parse::Refuse(431, "request header fields too large", true);
+        return Parse::Refuse(431, "request header fields too large", None);
     }
     out.clear();
     out.extend_from_slice(method.as_bytes());
@@ -236,6 +240,7 @@ fn parse_request(buf: &[u8], opts: &LeanOptions, out: &mut Vec<u8>) -> Parse {
         close: false,
         head_method: method == "HEAD",
         has_host: false,
+        idempotent: matches!(method, "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS"),
     };
     let mut length = None;
     for h in req.headers.iter() {
@@ -254,7 +259,7 @@ fn parse_request(buf: &[u8], opts: &LeanOptions, out: &mut Vec<u8>) -> Parse {
             }
             match parse_length(h.value) {
                 Some(n) => length = Some(n),
-                None => return Parse::Refuse(400, "invalid content-length", true),
+                None => return Parse::Refuse(400, "invalid content-length", None),
             }
             push_header(out, name, h.value);
         } else if eq(name, "connection") {
@@ -289,10 +294,11 @@ fn parse_request(buf: &[u8], opts: &LeanOptions, out: &mut Vec<u8>) -> Parse {
     }
     head.body = length.unwrap_or(0);
     if method == "CONNECT" || method == "TRACE" {
-        return Parse::Refuse(405, "method not allowed", head.body > 0);
+        // As the front layer: refused but kept open, unless a body would have to be skipped.
+        return Parse::Refuse(405, "method not allowed", (head.body == 0).then_some(len));
     }
     if head.body > opts.max_body_bytes as u64 {
-        return Parse::Refuse(413, "request body too large", true);
+        return Parse::Refuse(413, "request body too large", None);
     }
     Parse::Ready(head)
 }
@@ -521,12 +527,22 @@ impl Lean {
         self.endpoints.get(i % self.endpoints.len())
     }
 
-    /// A pooled connection idle for less than the idle timeout.
-    fn take_idle(&self, ep: &Endpoint) -> Option<TcpStream> {
+    /// A pooled connection idle for less than the idle timeout. For a request that must not
+    /// be sent twice, one the upstream has closed meanwhile is skipped first (a non-blocking
+    /// one-byte read sees its end; idempotent requests skip that system call and are sent
+    /// again instead, see [`Lean::exchange`]).
+    fn take_idle(&self, ep: &Endpoint, idempotent: bool) -> Option<TcpStream> {
         let mut idle = ep.idle.lock().ok()?;
         let now = Instant::now();
         while let Some((s, since)) = idle.pop() {
-            if now.duration_since(since) <= self.opts.pool_idle_timeout {
+            if now.duration_since(since) > self.opts.pool_idle_timeout {
+                continue;
+            }
+            let open = || {
+                let mut probe = [0u8; 1];
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            };
+            if idempotent || open() {
                 return Some(s);
             }
         }
@@ -552,13 +568,17 @@ impl Lean {
 
     /// Serve requests on `client` until it closes, asks to close, the listener drains
     /// (`shutdown` turns true), or a request needs hyper.
-    pub async fn serve(&self, client: &mut TcpStream, shutdown: &mut watch::Receiver<bool>) -> Served {
+    pub async fn serve(
+        &self,
+        client: &mut TcpStream,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Served {
         let mut buf: Vec<u8> = Vec::with_capacity(8192);
         let mut out: Vec<u8> = Vec::with_capacity(2048);
         let mut rbuf: Vec<u8> = Vec::with_capacity(8192);
         // hyper's read-buffer bound for a head it cannot finish (`max_buf_size`).
         let head_limit = self.opts.max_header_bytes.max(8192) + 1024;
-        loop {
+        'requests: loop {
             if buf.is_empty() {
                 // Idle between requests: wait for the next one, or for the drain.
                 if *shutdown.borrow() {
@@ -578,23 +598,17 @@ impl Lean {
                 match parse_request(&buf, &self.opts, &mut out) {
                     Parse::Ready(h) => break h,
                     Parse::HandOff => return Served::HandOff(buf),
-                    Parse::Refuse(status, msg, close) => {
+                    Parse::Refuse(status, msg, keep) => {
                         self.stats.requests.inc();
                         self.stats.rejected_front.inc();
-                        local_reply(&mut out, status, "front", msg, close);
-                        if client.write_all(&out).await.is_err() || close {
-                            return Served::Done;
+                        local_reply(&mut out, status, "front", msg, keep.is_none());
+                        match (client.write_all(&out).await, keep) {
+                            (Ok(()), Some(len)) => {
+                                consume(&mut buf, len);
+                                continue 'requests;
+                            }
+                            _ => return Served::Done,
                         }
-                        // Not closing: the refused request had no body.
-                        let len = httparse_head_len(&buf).unwrap_or(buf.len());
-                        consume(&mut buf, len);
-                        break ReqHead {
-                            len: 0,
-                            body: 0,
-                            close: false,
-                            head_method: false,
-                            has_host: true,
-                        };
                     }
                     Parse::Partial if buf.len() > head_limit => {
                         local_reply(
@@ -608,8 +622,7 @@ impl Lean {
                         return Served::Done;
                     }
                     Parse::Partial => {
-                        match tokio::time::timeout_at(deadline, read_more(client, &mut buf)).await
-                        {
+                        match tokio::time::timeout_at(deadline, read_more(client, &mut buf)).await {
                             Ok(Ok(n)) if n > 0 => {}
                             // Slow or truncated head: close, as hyper does.
                             _ => return Served::Done,
@@ -617,11 +630,11 @@ impl Lean {
                     }
                 }
             };
-            if head.len == 0 {
-                continue; // refused above, connection kept
-            }
             self.stats.requests.inc();
-            match self.proxy(head, client, &mut buf, &mut out, &mut rbuf, shutdown).await {
+            match self
+                .proxy(head, client, &mut buf, &mut out, &mut rbuf, shutdown)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) | Err(()) => return Served::Done,
             }
@@ -652,9 +665,8 @@ impl Lean {
         consume(buf, head.len + avail);
         let body_left = head.body - avail as u64;
 
-        let exchange = self.exchange(ep, out, body_left, client, rbuf, head.head_method);
-        let (mut up, resp) = match tokio::time::timeout(self.opts.request_timeout, exchange).await
-        {
+        let exchange = self.exchange(ep, out, head, body_left, client, rbuf);
+        let (mut up, resp) = match tokio::time::timeout(self.opts.request_timeout, exchange).await {
             Ok(Ok(x)) => x,
             Ok(Err(Fail::Client)) => return Err(()),
             Ok(Err(e)) => {
@@ -743,24 +755,24 @@ impl Lean {
         &self,
         ep: &Endpoint,
         out: &mut Vec<u8>,
+        head: ReqHead,
         body_left: u64,
         client: &mut TcpStream,
         rbuf: &mut Vec<u8>,
-        head_method: bool,
     ) -> Result<(TcpStream, RespHead), Fail> {
-        let (mut up, mut reused) = match self.take_idle(ep) {
+        let (mut up, mut reused) = match self.take_idle(ep, head.idempotent) {
             Some(s) => (s, true),
             None => (self.connect(ep).await?, false),
         };
         loop {
             match self
-                .send_and_read(&mut up, out, body_left, client, rbuf, head_method)
+                .send_and_read(&mut up, out, body_left, client, rbuf, head.head_method)
                 .await
             {
                 Ok(resp) => return Ok((up, resp)),
-                // A pooled connection the upstream closed while idle: the request is still
-                // whole in `out` when its body was, so send it once more on a new one.
-                Err(Fail::NoResponse) if reused && body_left == 0 => {
+                // A pooled connection the upstream closed while idle: an idempotent request
+                // still whole in `out` is sent once more, on a new connection.
+                Err(Fail::NoResponse) if reused && head.idempotent && body_left == 0 => {
                     up = self.connect(ep).await?;
                     reused = false;
                 }
@@ -815,11 +827,6 @@ impl Lean {
     }
 }
 
-/// Length of a complete head at the start of `buf`.
-fn httparse_head_len(buf: &[u8]) -> Option<usize> {
-    memchr::memmem::find(buf, b"\r\n\r\n").map(|p| p + 4)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -856,6 +863,7 @@ mod tests {
                 close: true,
                 head_method: false,
                 has_host: true,
+                idempotent: false,
             })
         );
         assert_eq!(
@@ -880,7 +888,12 @@ mod tests {
             b"G@T / HTTP/1.1\r\n\r\n",
             b"GET /\x01 HTTP/1.1\r\n\r\n",
         ] {
-            assert_eq!(parse(raw).0, Parse::HandOff, "{}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                parse(raw).0,
+                Parse::HandOff,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
         assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n").0, Parse::Partial);
     }
@@ -890,24 +903,24 @@ mod tests {
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "a: b\r\n".repeat(9));
         assert_eq!(
             parse(many.as_bytes()).0,
-            Parse::Refuse(431, "request header fields too large", true)
+            Parse::Refuse(431, "request header fields too large", None)
         );
         let big = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "v".repeat(200));
         assert_eq!(
             parse(big.as_bytes()).0,
-            Parse::Refuse(431, "request header fields too large", true)
+            Parse::Refuse(431, "request header fields too large", None)
         );
         assert_eq!(
             parse(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n").0,
-            Parse::Refuse(413, "request body too large", true)
+            Parse::Refuse(413, "request body too large", None)
         );
         assert_eq!(
             parse(b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n").0,
-            Parse::Refuse(400, "invalid content-length", true)
+            Parse::Refuse(400, "invalid content-length", None)
         );
         assert_eq!(
             parse(b"TRACE / HTTP/1.1\r\n\r\n").0,
-            Parse::Refuse(405, "method not allowed", false)
+            Parse::Refuse(405, "method not allowed", Some(20))
         );
         let (p, out) = parse(b"HEAD / HTTP/1.1\r\n\r\n");
         assert!(matches!(p, Parse::Ready(h) if h.head_method && !h.has_host && h.body == 0));
@@ -918,21 +931,49 @@ mod tests {
     fn response_framing_follows_rfc_9112() {
         let mut out = Vec::new();
         let cases: [(&[u8], bool, Framing, bool); 6] = [
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, Framing::Length(5), true),
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, Framing::None, true),
-            (b"HTTP/1.1 204 No Content\r\n\r\n", false, Framing::None, true),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                false,
+                Framing::Length(5),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                true,
+                Framing::None,
+                true,
+            ),
+            (
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+                false,
+                Framing::None,
+                true,
+            ),
             (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
                 false,
                 Framing::Chunked,
                 true,
             ),
-            (b"HTTP/1.1 200 OK\r\n\r\n", false, Framing::UntilClose, false),
-            (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false, Framing::Length(0), false),
+            (
+                b"HTTP/1.1 200 OK\r\n\r\n",
+                false,
+                Framing::UntilClose,
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                false,
+                Framing::Length(0),
+                false,
+            ),
         ];
         for (raw, head, framing, reusable) in cases {
             let (r, _) = parse_response(raw, head, &mut out).unwrap().unwrap();
-            assert_eq!((r.len, r.framing, r.reusable), (raw.len(), framing, reusable));
+            assert_eq!(
+                (r.len, r.framing, r.reusable),
+                (raw.len(), framing, reusable)
+            );
         }
         let raw = b"HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nX-Keep: 2\r\n\r\n";
         parse_response(raw, false, &mut out).unwrap();
@@ -947,7 +988,10 @@ mod tests {
         ] {
             assert_eq!(parse_response(bad, false, &mut out), Err(Fail::BadResponse));
         }
-        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\n", false, &mut out), Ok(None));
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\n", false, &mut out),
+            Ok(None)
+        );
     }
 
     #[test]

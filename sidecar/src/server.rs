@@ -275,7 +275,11 @@ struct Rewound {
 }
 
 impl Rewound {
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         if self.pos < self.prefix.len() {
             let n = (self.prefix.len() - self.pos).min(buf.remaining());
             buf.put_slice(&self.prefix[self.pos..self.pos + n]);
@@ -817,7 +821,12 @@ impl Sidecar {
             lean: (config.runtime.lean_http1
                 && p.is_empty()
                 && config.upstream.protocol == Protocol::Http1)
-                .then(|| Arc::new(Lean::new(lean_opts(&config.inbound.upstream), stats.clone()))),
+                .then(|| {
+                    Arc::new(Lean::new(
+                        lean_opts(&config.inbound.upstream),
+                        stats.clone(),
+                    ))
+                }),
             shutdown: shutdown_rx.clone(),
         });
         tasks.push((

@@ -45,7 +45,7 @@ impl Drop for Upstream {
 
 /// Bind an upstream on loopback and serve every accepted connection with `serve` (counted
 /// in `connections`).
-async fn listen_upstream<F, Fut>(serve: F) -> Upstream
+pub async fn listen_upstream<F, Fut>(serve: F) -> Upstream
 where
     F: Fn(TcpStream, Arc<UpstreamState>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
