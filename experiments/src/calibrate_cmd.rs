@@ -285,6 +285,9 @@ fn live(a: LiveArgs) -> Result<()> {
     let bin = sidecar_bin(a.sidecar_bin)?;
     let opts = Options {
         sidecar_bin: bin.clone(),
+        // The simulator scales these costs to Envoy's, whose path without a policy is its
+        // whole HTTP pipeline: the comparable pass-through is hyper's, not the lean path's.
+        lean_http1: false,
         ..Options::default()
     };
     let redis = opts.redis_url.clone();

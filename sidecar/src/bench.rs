@@ -270,6 +270,11 @@ pub struct Options {
     pub idle_settle: Duration,
     /// Key algorithm of the bench's CA and workload certificates (mTLS).
     pub key_algorithm: crate::pki::KeyAlgorithm,
+    /// `runtime.lean_http1` of the sidecar under test. Only the pass-through (no policy)
+    /// depends on it: `true` (the default) serves it through the lean HTTP/1.1 path, `false`
+    /// through hyper's pipeline with no layer, which is what calibration files measure (see
+    /// `meshsim calibrate`).
+    pub lean_http1: bool,
 }
 
 impl Default for Options {
@@ -286,6 +291,7 @@ impl Default for Options {
             sandbox_keep_resident_bytes: 0,
             idle_settle: Duration::ZERO,
             key_algorithm: crate::pki::KeyAlgorithm::EcdsaP256,
+            lean_http1: true,
         }
     }
 }
@@ -400,6 +406,11 @@ impl Harness {
         })
     }
 
+    /// The options the harness runs with.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
     /// The CA the harness issued the sidecar's certificate from.
     pub fn pki(&self) -> &Pki {
         &self.pki
@@ -414,6 +425,10 @@ impl Harness {
             self.opts.isolation.as_str(),
             self.upstream
         );
+        if !self.opts.lean_http1 {
+            // Only when off: an older `--sidecar-bin` without the key still parses the config.
+            c = c.replace("[inbound]\n", "lean_http1 = false\n[inbound]\n");
+        }
         if self.opts.sandbox_keep_resident_bytes > 0 {
             c += &format!(
                 "[sandbox]\nkeep_resident_bytes = {}\n",

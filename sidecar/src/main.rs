@@ -60,7 +60,7 @@ struct BenchArgs {
     /// Skip nginx.
     #[arg(long)]
     pub no_nginx: bool,
-    /// Also write the measurements as a calibration TOML file.
+    /// Also write the measurements as a calibration TOML file (implies --no-lean).
     #[arg(long)]
     pub calibration_out: Option<PathBuf>,
     /// Isolation of the sidecar under test: `shared` or `per-request`.
@@ -84,6 +84,10 @@ struct BenchArgs {
     /// (Istio's default).
     #[arg(long, default_value = "ecdsa-p256")]
     pub key_algorithm: meshsim_sidecar::pki::KeyAlgorithm,
+    /// Serve the pass-through through hyper's pipeline (`runtime.lean_http1 = false`), as
+    /// calibration files measure it, instead of the lean HTTP/1.1 path.
+    #[arg(long)]
+    pub no_lean: bool,
     /// Instead of timing, count the user-space instructions per request of each selected
     /// policy set and of nginx under valgrind's callgrind: runs of N/5 and N sequential
     /// requests, per request = the difference / (N - N/5). Repeatable whatever the machine's
@@ -196,6 +200,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         handshake_rate,
         handshake_only,
         key_algorithm,
+        no_lean,
         instructions,
         valgrind,
         callgrind_dir,
@@ -246,6 +251,8 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         sandbox_keep_resident_bytes: keep_resident_bytes,
         idle_settle: std::time::Duration::from_secs_f64(idle_settle_s),
         key_algorithm,
+        // A calibration file's pass-through is hyper's (see `meshsim calibrate`).
+        lean_http1: !no_lean && calibration_out.is_none(),
         ..defaults
     })
     .context("setting up the bench")?;
@@ -300,6 +307,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         );
     })?;
     println!("{}", table(&ms));
+    println!("{}", pass_through_path(harness.options().lean_http1));
     if let Some(h) = &handshake {
         println!("{}", handshake_line(h));
     }
@@ -359,5 +367,15 @@ fn count_instructions(
     println!(
         "user-space instructions per request counted by {version} (callgrind); one keep-alive connection, sequential requests, 1 proxy worker thread"
     );
+    println!("{}", pass_through_path(harness.options().lean_http1));
     Ok(())
+}
+
+/// The table footer saying which path served the pass-through.
+fn pass_through_path(lean: bool) -> &'static str {
+    if lean {
+        "pass-through: the lean HTTP/1.1 path (runtime.lean_http1 = true; --no-lean measures hyper's pipeline, as calibration files do)"
+    } else {
+        "pass-through: hyper's pipeline without a layer (runtime.lean_http1 = false, as in calibration files)"
+    }
 }
