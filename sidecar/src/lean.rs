@@ -21,8 +21,8 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -76,7 +76,7 @@ pub struct Lean {
     opts: LeanOptions,
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
-    stats: std::sync::Arc<Stats>,
+    stats: Arc<Stats>,
 }
 
 /// How a connection left the lean path.
@@ -102,9 +102,9 @@ struct ReqHead {
     head_method: bool,
     /// The client sent a `Host` header.
     has_host: bool,
-    /// The method is idempotent (RFC 9110 §9.2.2), so it may be sent again when a pooled
-    /// connection turns out closed.
-    idempotent: bool,
+    /// The method is safe (RFC 9110 §9.2.1: GET, HEAD, OPTIONS), so it may be sent again
+    /// when a pooled connection gives no answer at all.
+    safe: bool,
 }
 
 /// What the request parser decided.
@@ -240,7 +240,7 @@ fn parse_request(buf: &[u8], opts: &LeanOptions, out: &mut Vec<u8>) -> Parse {
         close: false,
         head_method: method == "HEAD",
         has_host: false,
-        idempotent: matches!(method, "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS"),
+        safe: matches!(method, "GET" | "HEAD" | "OPTIONS"),
     };
     let mut length = None;
     for h in req.headers.iter() {
@@ -500,8 +500,10 @@ fn local_reply(out: &mut Vec<u8>, status: u16, by: &str, msg: &str, close: bool)
 }
 
 impl Lean {
-    /// The lean path for a listener forwarding to `opts.endpoints`.
-    pub fn new(opts: LeanOptions, stats: std::sync::Arc<Stats>) -> Lean {
+    /// The lean path for a listener forwarding to `opts.endpoints`. Inside a tokio runtime,
+    /// a reaper task drops pooled connections that expired or were closed by the upstream
+    /// (it stops with the last clone of the `Arc`).
+    pub fn new(opts: LeanOptions, stats: Arc<Stats>) -> Arc<Lean> {
         let endpoints = opts
             .endpoints
             .iter()
@@ -511,12 +513,15 @@ impl Lean {
                 idle: Mutex::new(Vec::new()),
             })
             .collect();
-        Lean {
+        let period = opts.pool_idle_timeout;
+        let lean = Arc::new(Lean {
             opts,
             endpoints,
             next: AtomicUsize::new(0),
             stats,
-        }
+        });
+        crate::upstream::spawn_reaper(&lean, period, Lean::reap);
+        lean
     }
 
     fn pick(&self) -> Option<&Endpoint> {
@@ -527,26 +532,32 @@ impl Lean {
         self.endpoints.get(i % self.endpoints.len())
     }
 
-    /// A pooled connection idle for less than the idle timeout. For a request that must not
-    /// be sent twice, one the upstream has closed meanwhile is skipped first (a non-blocking
-    /// one-byte read sees its end; idempotent requests skip that system call and are sent
-    /// again instead, see [`Lean::exchange`]).
-    fn take_idle(&self, ep: &Endpoint, idempotent: bool) -> Option<TcpStream> {
+    /// A pooled connection idle for less than the idle timeout, and still quiet: a
+    /// non-blocking read finds nothing on it. Anything there (the upstream's close, or bytes
+    /// it sent late, which would otherwise be taken for the next response) drops it. The read
+    /// costs no system call in the usual case: tokio answers it from its readiness state,
+    /// cleared by the exchange's last (partial) read.
+    fn take_idle(&self, ep: &Endpoint) -> Option<TcpStream> {
         let mut idle = ep.idle.lock().ok()?;
         let now = Instant::now();
         while let Some((s, since)) = idle.pop() {
-            if now.duration_since(since) > self.opts.pool_idle_timeout {
-                continue;
-            }
-            let open = || {
-                let mut probe = [0u8; 1];
-                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            };
-            if idempotent || open() {
+            if now.duration_since(since) <= self.opts.pool_idle_timeout && quiet(&s) {
                 return Some(s);
             }
         }
         None
+    }
+
+    /// Drop pooled connections that expired or that the upstream closed (the reaper's tick).
+    fn reap(&self) {
+        let now = Instant::now();
+        for ep in &self.endpoints {
+            if let Ok(mut idle) = ep.idle.lock() {
+                idle.retain(|(s, since)| {
+                    now.duration_since(*since) <= self.opts.pool_idle_timeout && quiet(s)
+                });
+            }
+        }
     }
 
     fn put_back(&self, ep: &Endpoint, s: TcpStream) {
@@ -575,10 +586,14 @@ impl Lean {
     ) -> Served {
         let mut buf: Vec<u8> = Vec::with_capacity(8192);
         let mut out: Vec<u8> = Vec::with_capacity(2048);
+        let mut hout: Vec<u8> = Vec::with_capacity(1024);
         let mut rbuf: Vec<u8> = Vec::with_capacity(8192);
         // hyper's read-buffer bound for a head it cannot finish (`max_buf_size`).
         let head_limit = self.opts.max_header_bytes.max(8192) + 1024;
         'requests: loop {
+            // As hyper's `header_read_timeout`: from the moment a head is awaited, so an idle
+            // keep-alive connection is closed after it too.
+            let deadline = tokio::time::Instant::now() + self.opts.header_read_timeout;
             if buf.is_empty() {
                 // Idle between requests: wait for the next one, or for the drain.
                 if *shutdown.borrow() {
@@ -586,14 +601,13 @@ impl Lean {
                 }
                 tokio::select! {
                     biased;
-                    r = read_more(client, &mut buf) => match r {
-                        Ok(n) if n > 0 => {}
+                    r = tokio::time::timeout_at(deadline, read_more(client, &mut buf)) => match r {
+                        Ok(Ok(n)) if n > 0 => {}
                         _ => return Served::Done,
                     },
                     _ = shutdown.changed() => return Served::Done,
                 }
             }
-            let deadline = tokio::time::Instant::now() + self.opts.header_read_timeout;
             let head = loop {
                 match parse_request(&buf, &self.opts, &mut out) {
                     Parse::Ready(h) => break h,
@@ -632,7 +646,9 @@ impl Lean {
             };
             self.stats.requests.inc();
             match self
-                .proxy(head, client, &mut buf, &mut out, &mut rbuf, shutdown)
+                .proxy(
+                    head, client, &mut buf, &mut out, &mut hout, &mut rbuf, shutdown,
+                )
                 .await
             {
                 Ok(true) => {}
@@ -648,13 +664,14 @@ impl Lean {
         client: &mut TcpStream,
         buf: &mut Vec<u8>,
         out: &mut Vec<u8>,
+        hout: &mut Vec<u8>,
         rbuf: &mut Vec<u8>,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<bool, ()> {
         let Some(ep) = self.pick() else {
-            local_reply(out, 503, "upstream", "no upstream endpoint", head.close);
+            local_reply(out, 503, "upstream", "no upstream endpoint", true);
             client.write_all(out).await.map_err(drop)?;
-            return Ok(!head.close && head.body == 0);
+            return Ok(false);
         };
         if !head.has_host {
             push_header(out, "host", &ep.host);
@@ -665,36 +682,38 @@ impl Lean {
         consume(buf, head.len + avail);
         let body_left = head.body - avail as u64;
 
-        let exchange = self.exchange(ep, out, head, body_left, client, rbuf);
-        let (mut up, resp) = match tokio::time::timeout(self.opts.request_timeout, exchange).await {
-            Ok(Ok(x)) => x,
-            Ok(Err(Fail::Client)) => return Err(()),
-            Ok(Err(e)) => {
-                let (status, msg) = match e {
-                    Fail::Connect => (503, "upstream connect error"),
-                    _ => (502, "upstream reset before response headers"),
-                };
-                self.stats.upstream_errors.inc();
-                // The request body may be partly unread: close unless there was none.
-                let close = head.close || body_left > 0;
-                local_reply(out, status, "upstream", msg, close);
-                client.write_all(out).await.map_err(drop)?;
-                return Ok(!close);
-            }
-            Err(_) => {
-                let close = head.close || body_left > 0;
-                local_reply(out, 504, "front", "request timeout", close);
-                client.write_all(out).await.map_err(drop)?;
-                return Ok(!close);
-            }
-        };
-        let close = head.close || resp.framing == Framing::UntilClose || *shutdown.borrow();
+        let exchange = self.exchange(ep, out, hout, head, body_left, client, rbuf);
+        let (mut up, resp, body_unread) =
+            match tokio::time::timeout(self.opts.request_timeout, exchange).await {
+                Ok(Ok(x)) => x,
+                Ok(Err(Fail::Client)) => return Err(()),
+                Ok(Err(e)) => {
+                    let (status, msg) = match e {
+                        Fail::Connect => (503, "upstream connect error"),
+                        _ => (502, "upstream reset before response headers"),
+                    };
+                    self.stats.upstream_errors.inc();
+                    // The request body may be partly unread: close unless there was none.
+                    let close = head.close || body_left > 0;
+                    local_reply(out, status, "upstream", msg, close);
+                    client.write_all(out).await.map_err(drop)?;
+                    return Ok(!close);
+                }
+                Err(_) => {
+                    let close = head.close || body_left > 0;
+                    local_reply(out, 504, "front", "request timeout", close);
+                    client.write_all(out).await.map_err(drop)?;
+                    return Ok(!close);
+                }
+            };
+        let close =
+            head.close || body_unread || resp.framing == Framing::UntilClose || *shutdown.borrow();
         if close {
-            out.extend_from_slice(b"connection: close\r\n");
+            hout.extend_from_slice(b"connection: close\r\n");
         }
-        out.extend_from_slice(b"\r\n");
+        hout.extend_from_slice(b"\r\n");
         // The response body: what came with the head, then the rest as it arrives.
-        let mut reusable = resp.reusable;
+        let mut reusable = resp.reusable && !body_unread;
         let rest = &rbuf[resp.len..];
         let mut chunks = Chunks::new();
         let (now, mut left) = match resp.framing {
@@ -711,8 +730,8 @@ impl Lean {
             Framing::UntilClose => (rest.len(), 1),
         };
         reusable &= now == rest.len();
-        out.extend_from_slice(&rest[..now]);
-        client.write_all(out).await.map_err(drop)?;
+        hout.extend_from_slice(&rest[..now]);
+        client.write_all(hout).await.map_err(drop)?;
         while left > 0 {
             rbuf.clear();
             let n = match read_more(&mut up, rbuf).await {
@@ -749,30 +768,42 @@ impl Lean {
     }
 
     /// Send the request (head and buffered body in `out`, `body_left` more bytes from the
-    /// client) and read the response head into `rbuf`; the client's version of the head is
-    /// left in `out`.
+    /// client) and read the response head into `rbuf`, the client's version of it into
+    /// `hout`. The flag: the upstream stopped taking the request body before its end (it
+    /// answered early), so the client's connection cannot carry another request.
+    #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
         ep: &Endpoint,
-        out: &mut Vec<u8>,
+        out: &[u8],
+        hout: &mut Vec<u8>,
         head: ReqHead,
         body_left: u64,
         client: &mut TcpStream,
         rbuf: &mut Vec<u8>,
-    ) -> Result<(TcpStream, RespHead), Fail> {
-        let (mut up, mut reused) = match self.take_idle(ep, head.idempotent) {
+    ) -> Result<(TcpStream, RespHead, bool), Fail> {
+        let (mut up, mut reused) = match self.take_idle(ep) {
             Some(s) => (s, true),
             None => (self.connect(ep).await?, false),
         };
         loop {
-            match self
-                .send_and_read(&mut up, out, body_left, client, rbuf, head.head_method)
-                .await
-            {
-                Ok(resp) => return Ok((up, resp)),
-                // A pooled connection the upstream closed while idle: an idempotent request
-                // still whole in `out` is sent once more, on a new connection.
-                Err(Fail::NoResponse) if reused && head.idempotent && body_left == 0 => {
+            let sent = self
+                .send_and_read(
+                    &mut up,
+                    out,
+                    hout,
+                    body_left,
+                    client,
+                    rbuf,
+                    head.head_method,
+                )
+                .await;
+            match sent {
+                Ok((resp, unread)) => return Ok((up, resp, unread)),
+                // A pooled connection that gave no answer at all (the upstream closed it as
+                // the request went out): a safe request, still whole in `out`, is sent once
+                // more on a new connection. Anything else is not sent twice.
+                Err(Fail::NoResponse) if reused && head.safe && body_left == 0 => {
                     up = self.connect(ep).await?;
                     reused = false;
                 }
@@ -781,34 +812,51 @@ impl Lean {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn send_and_read(
         &self,
         up: &mut TcpStream,
-        out: &mut Vec<u8>,
+        out: &[u8],
+        hout: &mut Vec<u8>,
         body_left: u64,
         client: &mut TcpStream,
         rbuf: &mut Vec<u8>,
         head_method: bool,
-    ) -> Result<RespHead, Fail> {
+    ) -> Result<(RespHead, bool), Fail> {
         up.write_all(out).await.map_err(|_| Fail::NoResponse)?;
+        let mut unread = false;
         if body_left > 0 {
-            let mut body = (&mut *client).take(body_left);
-            let copied = tokio::io::copy(&mut body, up)
-                .await
-                .map_err(|_| Fail::Client)?;
-            if copied < body_left {
-                return Err(Fail::Client);
+            // The rest of the body, read from the client only as far as it goes (the next
+            // pipelined request stays in the socket). An upstream that stops reading (it
+            // answered early and closed) ends the copy: its answer is read below.
+            let mut left = body_left;
+            let mut chunk = vec![0u8; 16 * 1024];
+            while left > 0 {
+                let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let n = client
+                    .read(&mut chunk[..want])
+                    .await
+                    .map_err(|_| Fail::Client)?;
+                if n == 0 {
+                    return Err(Fail::Client);
+                }
+                left -= n as u64;
+                if up.write_all(&chunk[..n]).await.is_err() {
+                    unread = left > 0;
+                    break;
+                }
             }
         }
         rbuf.clear();
+        let mut got_any = false;
         loop {
             match read_more(up, rbuf).await {
-                Ok(0) | Err(_) if rbuf.is_empty() => return Err(Fail::NoResponse),
+                Ok(0) | Err(_) if !got_any => return Err(Fail::NoResponse),
                 Ok(0) | Err(_) => return Err(Fail::BadResponse),
-                Ok(_) => {}
+                Ok(_) => got_any = true,
             }
             loop {
-                match parse_response(rbuf, head_method, out)? {
+                match parse_response(rbuf, head_method, hout)? {
                     None => break,
                     // An interim response (1xx): the final one follows.
                     Some((r, code)) if (100..200).contains(&code) => {
@@ -820,11 +868,17 @@ impl Lean {
                             break;
                         }
                     }
-                    Some((r, _)) => return Ok(r),
+                    Some((r, _)) => return Ok((r, unread)),
                 }
             }
         }
     }
+}
+
+/// Nothing is waiting on a pooled connection: no late bytes, no close.
+fn quiet(s: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 #[cfg(test)]
@@ -863,7 +917,7 @@ mod tests {
                 close: true,
                 head_method: false,
                 has_host: true,
-                idempotent: false,
+                safe: false,
             })
         );
         assert_eq!(

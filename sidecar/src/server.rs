@@ -821,12 +821,7 @@ impl Sidecar {
             lean: (config.runtime.lean_http1
                 && p.is_empty()
                 && config.upstream.protocol == Protocol::Http1)
-                .then(|| {
-                    Arc::new(Lean::new(
-                        lean_opts(&config.inbound.upstream),
-                        stats.clone(),
-                    ))
-                }),
+                .then(|| Lean::new(lean_opts(&config.inbound.upstream), stats.clone())),
             shutdown: shutdown_rx.clone(),
         });
         tasks.push((
@@ -907,8 +902,7 @@ impl Sidecar {
                 handshake_timeout,
                 max_header_bytes: config.limits.max_header_bytes,
                 conn_limit: out.max_connections.map(|n| Arc::new(Semaphore::new(n))),
-                lean: lean_outbound
-                    .then(|| Arc::new(Lean::new(lean_opts(&out.upstream), stats.clone()))),
+                lean: lean_outbound.then(|| Lean::new(lean_opts(&out.upstream), stats.clone())),
                 shutdown: shutdown_rx.clone(),
             });
             tasks.push((

@@ -292,22 +292,33 @@ impl Forward {
                 .collect(),
             next: AtomicUsize::new(0),
         });
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let weak = Arc::downgrade(&inner);
-            let period = opts.pool_idle_timeout.max(Duration::from_millis(100));
-            rt.spawn(async move {
-                let mut tick = tokio::time::interval(period);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let Some(inner) = weak.upgrade() else { return };
-                    inner.reap(Instant::now());
-                }
-            });
-        }
+        spawn_reaper(&inner, opts.pool_idle_timeout, |i| i.reap(Instant::now()));
         Forward { inner }
     }
+}
+
+/// Inside a tokio runtime, call `reap` on `pool` every `idle_timeout` (at least 100 ms) until
+/// the last clone of the `Arc` is gone.
+pub(crate) fn spawn_reaper<T: Send + Sync + 'static>(
+    pool: &Arc<T>,
+    idle_timeout: Duration,
+    reap: fn(&T),
+) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let weak = Arc::downgrade(pool);
+    let period = idle_timeout.max(Duration::from_millis(100));
+    rt.spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(pool) = weak.upgrade() else { return };
+            reap(&pool);
+        }
+    });
 }
 
 impl ForwardInner {

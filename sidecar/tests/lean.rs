@@ -232,3 +232,187 @@ async fn an_unreachable_upstream_is_a_503_named_after_the_upstream() {
     assert!(text.ends_with("upstream connect error\n"), "{text}");
     assert_eq!(sc.stats().upstream_errors.get(), 1);
 }
+
+/// Read one request (head and `Content-Length` body) from `tcp`; its head, or `None` at EOF.
+async fn read_request(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..p + 4]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            while buf.len() < p + 4 + len {
+                let mut c = [0u8; 65536];
+                match tcp.read(&mut c).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => buf.extend_from_slice(&c[..n]),
+                }
+            }
+            buf.drain(..p + 4 + len);
+            return Some(head);
+        }
+        let mut c = [0u8; 4096];
+        match tcp.read(&mut c).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&c[..n]),
+        }
+    }
+}
+
+const BOTH_PATHS: [&str; 2] = ["", "[runtime]\nlean_http1 = false\n"];
+
+#[tokio::test]
+async fn late_bytes_on_a_pooled_connection_never_answer_another_request() {
+    // A faulty function writes a body after its answer to a HEAD, late, and here that body
+    // looks like a whole response.
+    let up = listen_upstream(|mut tcp, _st| async move {
+        let mut buf = Vec::new();
+        while let Some(head) = read_request(&mut tcp, &mut buf).await {
+            if head.starts_with("HEAD") {
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 39\r\n\r\n")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON")
+                    .await;
+            } else {
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        }
+    })
+    .await;
+    for extra in BOTH_PATHS {
+        let sc = sidecar(up.addr, extra).await;
+        let a = raw(
+            sc.inbound,
+            b"HEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            SHORT,
+        )
+        .await;
+        assert_eq!(status_of(&a), Some(200), "{extra}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let b = raw(
+            sc.inbound,
+            b"GET /other HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            SHORT,
+        )
+        .await;
+        let text = String::from_utf8_lossy(&b);
+        assert!(text.ends_with("\r\n\r\nok"), "{extra}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let up = upstream().await;
+    for extra in BOTH_PATHS {
+        let sc = sidecar(
+            up.addr,
+            &format!("[limits]\nheader_read_timeout_ms = 300\n{extra}"),
+        )
+        .await;
+        let start = std::time::Instant::now();
+        // One request served, then silence: `raw` reads until the sidecar closes.
+        let out = raw(
+            sc.inbound,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        let took = start.elapsed();
+        assert_eq!(status_of(&out), Some(200), "{extra}");
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "{extra}: closed after {took:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_answer_before_the_whole_body_reaches_the_client() {
+    // The function refuses a large upload after reading its head, and closes.
+    let up = listen_upstream(|mut tcp, _st| async move {
+        let mut c = [0u8; 4096];
+        let _ = tcp.read(&mut c).await;
+        let _ = tcp
+            .write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope",
+            )
+            .await;
+    })
+    .await;
+    for extra in BOTH_PATHS {
+        let sc = sidecar(up.addr, extra).await;
+        let mut tcp = TcpStream::connect(sc.inbound).await.expect("connect");
+        let mut req = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 900000\r\n\r\n".to_vec();
+        req.resize(req.len() + 900_000, b'x');
+        let (mut r, mut w) = tcp.split();
+        let write = async {
+            let _ = w.write_all(&req).await;
+        };
+        let read = async {
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), r.read_to_end(&mut out)).await;
+            out
+        };
+        let ((), out) = tokio::join!(write, read);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(status_of(&out), Some(401), "{extra}: {text}");
+        assert!(text.ends_with("nope"), "{extra}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn an_interim_response_then_a_close_is_a_bad_gateway_and_nothing_is_resent() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let up = listen_upstream(move |mut tcp, _st| {
+        let log = log.clone();
+        async move {
+            let mut buf = Vec::new();
+            while let Some(head) = read_request(&mut tcp, &mut buf).await {
+                log.lock()
+                    .expect("log")
+                    .push(head.lines().next().unwrap_or("").to_owned());
+                if head.starts_with("GET /early") {
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        }
+    })
+    .await;
+    let sc = sidecar(up.addr, "[limits]\nrequest_timeout_ms = 1500\n").await;
+    // /a leaves a pooled connection; /early goes over it and gets only the 103.
+    let out = raw(
+        sc.inbound,
+        b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /early HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(count(&out, "HTTP/1.1 200 OK\r\n"), 1, "{text}");
+    assert!(text.contains("HTTP/1.1 502 Bad Gateway\r\n"), "{text}");
+    assert!(
+        !text.contains("103"),
+        "interim responses are not forwarded: {text}"
+    );
+    assert_eq!(
+        *seen.lock().expect("log"),
+        ["GET /a HTTP/1.1", "GET /early HTTP/1.1"],
+        "the upstream saw each request once, and nothing else"
+    );
+}
