@@ -658,6 +658,7 @@ impl Lean {
     }
 
     /// One exchange; `Ok(true)` when the client connection stays open.
+    #[allow(clippy::too_many_arguments)]
     async fn proxy(
         &self,
         head: ReqHead,
