@@ -3,7 +3,8 @@
 //! - `meshsim calibrate [--out FILE] [--duration S] [--rates ...]`: starts an upstream, the
 //!   reference sidecar (the `meshsim-sidecar` binary next to `meshsim`) and, for the rate-limit
 //!   policy, talks to Redis (`MESHSIM_REDIS_URL`, default 127.0.0.1:6379), all on loopback; drives
-//!   an open-loop load at fixed rates for each policy set (none, each policy alone, all nine)
+//!   an open-loop load at fixed rates for each policy set (none, each policy alone, all nine;
+//!   "none" through hyper's pipeline, `runtime.lean_http1 = false`, see `Options::lean_http1`)
 //!   and writes a calibration TOML (CPU µs per request from the sidecar process's own CPU time,
 //!   added latency p50/p99 vs a direct call, RSS, start-up time), with the machine and date. The
 //!   file is read back and validated with the schema the simulator uses before it is kept.
