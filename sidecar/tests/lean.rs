@@ -79,40 +79,49 @@ async fn hyper_takes_over_a_connection_where_the_lean_path_stops() {
     );
 }
 
+/// The `Content-Length` of a head (0 when absent).
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+/// Read one request (head and `Content-Length` body) from `tcp`; its head, or `None` at EOF.
+async fn read_request(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..p + 4]).into_owned();
+            let len = content_length(&head);
+            while buf.len() < p + 4 + len {
+                let mut c = [0u8; 65536];
+                match tcp.read(&mut c).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => buf.extend_from_slice(&c[..n]),
+                }
+            }
+            buf.drain(..p + 4 + len);
+            return Some(head);
+        }
+        let mut c = [0u8; 4096];
+        match tcp.read(&mut c).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&c[..n]),
+        }
+    }
+}
+
 /// An upstream written by hand: answers `/chunked` with a chunked body in pieces, `/close`
 /// with a body delimited by closing the connection, `/once` with a `Content-Length` body and
 /// then a silent close (no `Connection: close`), anything else with `ok`; keep-alive otherwise.
 async fn framing_upstream() -> Upstream {
     listen_upstream(|mut tcp, st| async move {
         let mut buf = Vec::new();
-        loop {
-            let head_end = loop {
-                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break p + 4;
-                }
-                let mut chunk = [0u8; 4096];
-                match tcp.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            };
-            let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-            let body_len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            while buf.len() < head_end + body_len {
-                let mut chunk = [0u8; 4096];
-                match tcp.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            buf.drain(..head_end + body_len);
+        while let Some(head) = read_request(&mut tcp, &mut buf).await {
+            let body_len = content_length(&head);
             st.hits.fetch_add(1, Ordering::Relaxed);
             let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
             match path.as_str() {
@@ -231,37 +240,6 @@ async fn an_unreachable_upstream_is_a_503_named_after_the_upstream() {
     assert!(text.contains("x-meshsim-denied-by: upstream\r\n"), "{text}");
     assert!(text.ends_with("upstream connect error\n"), "{text}");
     assert_eq!(sc.stats().upstream_errors.get(), 1);
-}
-
-/// Read one request (head and `Content-Length` body) from `tcp`; its head, or `None` at EOF.
-async fn read_request(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..p + 4]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            while buf.len() < p + 4 + len {
-                let mut c = [0u8; 65536];
-                match tcp.read(&mut c).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => buf.extend_from_slice(&c[..n]),
-                }
-            }
-            buf.drain(..p + 4 + len);
-            return Some(head);
-        }
-        let mut c = [0u8; 4096];
-        match tcp.read(&mut c).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&c[..n]),
-        }
-    }
 }
 
 const BOTH_PATHS: [&str; 2] = ["", "[runtime]\nlean_http1 = false\n"];
