@@ -160,6 +160,21 @@ fn starts_with_ci(a: &str, prefix: &str) -> bool {
     a.len() >= prefix.len() && a.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
+/// The hop-by-hop headers a proxy never forwards besides `Connection` and
+/// `Transfer-Encoding` (`crate::http::strip_hop_by_hop`'s list), which each side treats itself.
+fn hop_by_hop(name: &str) -> bool {
+    [
+        "te",
+        "trailer",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+    ]
+    .iter()
+    .any(|h| eq(name, h))
+}
+
 /// Bytes of an origin-form target the lean path passes on unchanged (RFC 3986 `pchar`,
 /// `/`, `?`); anything else is left to hyper's URI parser.
 fn target_byte_ok(b: u8) -> bool {
@@ -272,15 +287,7 @@ fn parse_request(buf: &[u8], opts: &LeanOptions, out: &mut Vec<u8>) -> Parse {
                     return Parse::HandOff;
                 }
             }
-        } else if eq(name, "transfer-encoding")
-            || eq(name, "expect")
-            || eq(name, "upgrade")
-            || eq(name, "te")
-            || eq(name, "trailer")
-            || eq(name, "keep-alive")
-            || eq(name, "proxy-connection")
-            || eq(name, "proxy-authorization")
-        {
+        } else if eq(name, "transfer-encoding") || eq(name, "expect") || hop_by_hop(name) {
             return Parse::HandOff;
         } else if eq(name, crate::policy::mtls::XFCC.as_str())
             || starts_with_ci(name, "x-meshsim-")
@@ -369,12 +376,7 @@ fn parse_response(
     for h in resp.headers.iter() {
         let name = h.name;
         let hop = eq(name, "connection")
-            || eq(name, "keep-alive")
-            || eq(name, "proxy-connection")
-            || eq(name, "te")
-            || eq(name, "trailer")
-            || eq(name, "upgrade")
-            || eq(name, "proxy-authorization")
+            || hop_by_hop(name)
             || (chunked && eq(name, "content-length"))
             || listed
                 .iter()
