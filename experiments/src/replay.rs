@@ -254,18 +254,9 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     write_xds(&a.out.join("xds_transactions.parquet"), &named)?;
     if !a.no_invocations {
         write_invocations(&a.out.join("invocations.parquet"), &trace, &named)?;
-        let series: Vec<(String, Vec<f64>)> = named
+        let series: Vec<(String, &[meshsim_sim::InvocationRecord])> = named
             .iter()
-            .map(|(n, r)| {
-                let inv = r.invocations.as_deref().unwrap_or(&[]);
-                (
-                    n.clone(),
-                    inv.iter()
-                        .filter(|x| x.failure.is_none())
-                        .map(|x| x.slowdown)
-                        .collect(),
-                )
-            })
+            .map(|(n, r)| (n.clone(), r.invocations.as_deref().unwrap_or(&[])))
             .collect();
         slowdown_cdf(&a.out.join("slowdown_cdf"), &series)?;
     }
@@ -327,6 +318,16 @@ fn print_summary(scenario: &str, r: &RunResult, wall: f64) {
         s.slowdown.p95,
         s.slowdown.p99,
         s.slowdown.max
+    );
+    let f = &s.per_function_slowdown;
+    crate::outln!(
+        "  per-function slowdown ({} functions) p50 {:.2} p90 {:.2} p95 {:.2} p99 {:.2} max {:.1}",
+        f.functions,
+        f.p50,
+        f.p90,
+        f.p95,
+        f.p99,
+        f.max
     );
     crate::outln!(
         "  cold start p50 {:.3} s p99 {:.3} s",
@@ -557,21 +558,46 @@ pub fn write_xds(path: &Path, runs: &[(String, &RunResult)]) -> Result<()> {
     write_parquet(path, df)
 }
 
-/// Fig. 1 style: per-invocation slowdown CDFs, log x.
-pub fn slowdown_cdf(stem: &Path, series: &[(String, Vec<f64>)]) -> Result<[PathBuf; 2]> {
-    let mut c = Chart::new(
+/// Fig. 1 style, log x: per-invocation slowdown CDFs (completed invocations) beside
+/// per-function ones (each function's geometric-mean slowdown, the Dirigent/InVitro reading;
+/// see `meshsim_sim::metrics::PerFunctionSlowdown`).
+pub fn slowdown_cdf(
+    stem: &Path,
+    scenarios: &[(String, &[meshsim_sim::InvocationRecord])],
+) -> Result<[PathBuf; 2]> {
+    let mut per_invocation = Chart::new(
         "Per-invocation slowdown",
         "slowdown (end-to-end / execution time, x)",
-        "CDF",
+        "CDF over invocations",
     );
-    c.x_log = true;
-    c.y_range = Some((0.0, 1.0));
-    for (name, v) in series {
-        c.series.push(Series {
+    let mut per_function = Chart::new(
+        "Per-function slowdown",
+        "geometric mean of a function's slowdowns (x)",
+        "CDF over functions",
+    );
+    for c in [&mut per_invocation, &mut per_function] {
+        c.x_log = true;
+        c.y_range = Some((0.0, 1.0));
+    }
+    for (name, recs) in scenarios {
+        let completed: Vec<f64> = recs
+            .iter()
+            .filter(|x| x.failure.is_none())
+            .map(|x| x.slowdown)
+            .collect();
+        per_invocation.series.push(Series {
             name: name.clone(),
-            points: cdf_points(v, 2000),
+            points: cdf_points(&completed, 2000),
+            mark: Mark::Line,
+        });
+        per_function.series.push(Series {
+            name: name.clone(),
+            points: cdf_points(
+                &meshsim_sim::metrics::per_function_slowdowns(recs.iter()),
+                2000,
+            ),
             mark: Mark::Line,
         });
     }
-    render(stem, &[c], 1)
+    render(stem, &[per_invocation, per_function], 2)
 }

@@ -50,6 +50,7 @@ fn replay_writes_summary_tables_run_and_figure() {
         "failures_by_reason",
         "cold_starts",
         "slowdown",
+        "per_function_slowdown",
         "cold_start_s",
         "worker_cpu_cores",
         "worker_mem_gib",
@@ -63,6 +64,13 @@ fn replay_writes_summary_tables_run_and_figure() {
     assert_eq!(inv, s["trace"]["invocations"].as_u64().unwrap());
     assert!(sc["completed"].as_u64().unwrap() + sc["failed"].as_u64().unwrap() <= inv);
     assert!(sc["slowdown"]["p50"].as_f64().unwrap() >= 1.0);
+    // Per function: one geometric mean per invoked function, each at least 1x.
+    let pf = &sc["per_function_slowdown"];
+    let functions = pf["functions"].as_u64().unwrap();
+    assert!(functions > 0 && functions <= s["trace"]["functions"].as_u64().unwrap_or(u64::MAX));
+    assert!(pf["p50"].as_f64().unwrap() >= 1.0);
+    assert!(pf["p50"].as_f64().unwrap() <= pf["p95"].as_f64().unwrap());
+    assert!(pf["p95"].as_f64().unwrap() <= pf["max"].as_f64().unwrap());
     let run: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["seed"], 3);

@@ -115,6 +115,16 @@ fn reproduce_writes_every_figure_table_the_tipping_point_study_and_the_policy_ab
     assert!(report.contains("## Tipping point"), "{report}");
     assert!(report.contains("## Policy ablation"), "{report}");
     assert!(report.contains("| istio-policies |"), "{report}");
+    // The paper comparison reads the slowdowns both ways: per invocation and per function.
+    let vs = report
+        .lines()
+        .find(|l| l.starts_with("istio-policies vs no-mesh: slowdown p50"))
+        .unwrap_or_else(|| panic!("no comparison line: {report}"));
+    assert!(
+        vs.contains("per invocation") && vs.contains("per function"),
+        "{vs}"
+    );
+    assert!(report.contains("per-function slowdown p50"), "{report}");
     // Only istio-policies (STRICT mTLS hides pod IPs from the activator) sends requests to busy
     // pods.
     let busy = report

@@ -1906,6 +1906,7 @@ impl Simulation {
                 p99: sd(0.99),
                 max: c.slowdown.max() as f64 / SLOWDOWN_SCALE,
             },
+            per_function_slowdown: c.per_function_slowdown(),
             cold_start_s: ColdStartSummary {
                 p50: c.cold_start_ns.quantile(0.5) as f64 / SEC as f64,
                 p99: c.cold_start_ns.quantile(0.99) as f64 / SEC as f64,

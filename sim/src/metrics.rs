@@ -205,6 +205,28 @@ pub struct SlowdownSummary {
     pub max: f64,
 }
 
+/// Per-function slowdown, the way the Dirigent and InVitro authors (the paper's group) read a
+/// trace replay: each function's slowdown is the geometric mean of its completed invocations'
+/// slowdowns, and the quantiles are over functions, each counted once however often it is
+/// invoked (`eth-easl/dirigent`, `artifact_evaluation/plot_azure_500.py`: `responseTime /
+/// requestedDuration`, `groupby(function).slowdown.apply(stats.gmean)`, CDF over functions).
+/// A failed invocation counts with its time to failure over its execution time, as InVitro
+/// records it (`responseTime` is the time to the error), a lower bound of what it would have
+/// waited; as in that script, a slowdown below 1 (a request turned away at once, e.g. by a rate
+/// limit) is left out. (The script lumps failed invocations, which name no instance, into one
+/// nameless group; here they stay with their function, so a function whose every invocation
+/// timed out counts as the worst-served function it is rather than vanishing.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PerFunctionSlowdown {
+    /// Functions with at least one counted invocation.
+    pub functions: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
 /// `{p50, p99}` of cold-start waits, seconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct ColdStartSummary {
@@ -264,6 +286,9 @@ pub struct ScenarioSummary {
     /// End-to-end / uncontended execution time of completed invocations (log-bucketed
     /// histogram, 0.8 % precision; `max` exact).
     pub slowdown: SlowdownSummary,
+    /// Slowdown per function (geometric mean over its completed invocations), quantiles over
+    /// functions: the Dirigent/InVitro reading of a replay (an addition to DESIGN.md's schema).
+    pub per_function_slowdown: PerFunctionSlowdown,
     /// The cold invocations' wait for their pod, s.
     pub cold_start_s: ColdStartSummary,
     /// Over (worker, second) samples of the replay window: CPU cores in use, all categories.
@@ -289,6 +314,9 @@ pub struct Collector {
     pub cold: u64,
     pub slowdown: LogHistogram,
     pub cold_start_ns: LogHistogram,
+    /// Per function index: sum of ln(slowdown) and count of its counted invocations (see
+    /// [`PerFunctionSlowdown`]).
+    pub per_function: BTreeMap<u32, (f64, u64)>,
 }
 
 impl Collector {
@@ -297,11 +325,13 @@ impl Collector {
             Some(reason) => {
                 self.failed += 1;
                 *self.by_reason.entry(reason).or_insert(0) += 1;
+                self.per_function_add(r.function, r.end_to_end_ns as f64 / r.exec_ns.max(1) as f64);
             }
             None => {
                 self.completed += 1;
                 self.slowdown
                     .record((r.slowdown * SLOWDOWN_SCALE).round() as u64);
+                self.per_function_add(r.function, r.slowdown);
             }
         }
         if r.cold {
@@ -311,6 +341,53 @@ impl Collector {
             }
         }
     }
+}
+
+impl Collector {
+    fn per_function_add(&mut self, function: u32, slowdown: f64) {
+        if slowdown >= 1.0 {
+            let e = self.per_function.entry(function).or_insert((0.0, 0));
+            e.0 += slowdown.ln();
+            e.1 += 1;
+        }
+    }
+
+    /// Each function's geometric-mean slowdown, sorted (see [`PerFunctionSlowdown`]).
+    pub fn per_function_values(&self) -> Vec<f64> {
+        let mut g: Vec<f64> = self
+            .per_function
+            .values()
+            .map(|&(ln_sum, n)| (ln_sum / n as f64).exp())
+            .collect();
+        g.sort_by(f64::total_cmp);
+        g
+    }
+
+    /// Quantiles over functions of each function's geometric-mean slowdown.
+    pub fn per_function_slowdown(&self) -> PerFunctionSlowdown {
+        let g = self.per_function_values();
+        PerFunctionSlowdown {
+            functions: g.len() as u64,
+            p50: quantile_sorted(&g, 0.5),
+            p90: quantile_sorted(&g, 0.9),
+            p95: quantile_sorted(&g, 0.95),
+            p99: quantile_sorted(&g, 0.99),
+            max: g.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// Each function's geometric-mean slowdown over `records`, sorted, as
+/// [`ScenarioSummary::per_function_slowdown`] counts them (for figures of the per-invocation
+/// table).
+pub fn per_function_slowdowns<'a>(
+    records: impl IntoIterator<Item = &'a InvocationRecord>,
+) -> Vec<f64> {
+    let mut c = Collector::default();
+    for r in records {
+        c.record(r);
+    }
+    c.per_function_values()
 }
 
 /// Nearest-rank quantile of a sorted slice.
@@ -352,5 +429,54 @@ mod tests {
         assert_eq!(s.row(1, 0, false).memory_gib, 2.0);
         assert_eq!(s.row(2, 0, false).memory_gib, 0.0);
         assert_eq!(quantile_sorted(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.0);
+    }
+
+    fn rec(function: u32, e2e: u64, failure: Option<FailureReason>) -> InvocationRecord {
+        InvocationRecord {
+            function,
+            arrival_ns: 0,
+            exec_ns: 10,
+            end_to_end_ns: e2e,
+            slowdown: if failure.is_some() {
+                0.0
+            } else {
+                e2e as f64 / 10.0
+            },
+            cold: false,
+            node: None,
+            queue_ns: 0,
+            cold_start_ns: 0,
+            contention_ns: 0,
+            overhead_ns: 0,
+            proxy_hops: 0,
+            failure,
+        }
+    }
+
+    #[test]
+    fn per_function_slowdown_is_a_geometric_mean_per_function_and_counts_each_once() {
+        let mut c = Collector::default();
+        // Function 0: a thousand invocations at 1x; function 1: 2x and 8x (geometric mean 4)
+        // plus one turned away at once (below 1x: left out); function 2: 9x; function 3 only
+        // failed, after 30x its execution time; function 4 was only turned away.
+        for _ in 0..1000 {
+            c.record(&rec(0, 10, None));
+        }
+        c.record(&rec(1, 20, None));
+        c.record(&rec(1, 80, None));
+        c.record(&rec(1, 1, Some(FailureReason::RateLimited)));
+        c.record(&rec(2, 90, None));
+        c.record(&rec(3, 300, Some(FailureReason::Timeout)));
+        c.record(&rec(4, 2, Some(FailureReason::RateLimited)));
+        let p = c.per_function_slowdown();
+        assert_eq!(p.functions, 4);
+        // Sorted [1, 4, 9, 30]: the median function is function 1, not the busy function 0.
+        assert!((p.p50 - 4.0).abs() < 1e-12, "{p:?}");
+        assert!((p.p90 - 30.0).abs() < 1e-12 && (p.max - 30.0).abs() < 1e-12);
+        // Per invocation, the median is 1x (within the histogram's bucket).
+        assert!((c.slowdown.quantile(0.5) as f64 / SLOWDOWN_SCALE - 1.0).abs() < 0.01);
+        assert_eq!(Collector::default().per_function_slowdown().functions, 0);
+        let recs = [rec(1, 20, None), rec(1, 80, None), rec(0, 10, None)];
+        assert_eq!(per_function_slowdowns(&recs), vec![1.0, 4.0]);
     }
 }
