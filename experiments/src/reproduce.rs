@@ -1186,6 +1186,9 @@ struct TipCell {
     writes: u32,
     p50: Vec<f64>,
     p95: Vec<f64>,
+    /// The same ratios of the per-function slowdown (`per_function_slowdown.p50` / `.p95`).
+    per_function_p50: Vec<f64>,
+    per_function_p95: Vec<f64>,
     failure_rate: Vec<f64>,
 }
 
@@ -1199,6 +1202,8 @@ fn tipping_table(summaries: &[(String, u32, Value)], base_writes: f64) -> Vec<Ti
                 writes: w,
                 p50: Vec::new(),
                 p95: Vec::new(),
+                per_function_p50: Vec::new(),
+                per_function_p95: Vec::new(),
                 failure_rate: Vec::new(),
             };
             let run = tip_name(name, w, base_writes);
@@ -1211,6 +1216,11 @@ fn tipping_table(summaries: &[(String, u32, Value)], base_writes: f64) -> Vec<Ti
                     .push(metric(&s.2, "slowdown.p50") / metric(&base.2, "slowdown.p50"));
                 c.p95
                     .push(metric(&s.2, "slowdown.p95") / metric(&base.2, "slowdown.p95"));
+                let per_function = |m: &str| metric(&s.2, m) / metric(&base.2, m);
+                c.per_function_p50
+                    .push(per_function("per_function_slowdown.p50"));
+                c.per_function_p95
+                    .push(per_function("per_function_slowdown.p95"));
                 c.failure_rate.push(metric(&s.2, "failure_rate"));
             }
             cells.push(c);
@@ -1236,11 +1246,22 @@ fn min_max(v: &[f64]) -> (f64, f64) {
 
 fn tipping_csv(cells: &[TipCell]) -> String {
     let mut s = String::from(
-        "scenario,api_writes_per_s,replication,slowdown_p50_ratio,slowdown_p95_ratio,failure_rate\n",
+        "scenario,api_writes_per_s,replication,slowdown_p50_ratio,slowdown_p95_ratio,\
+         per_function_slowdown_p50_ratio,per_function_slowdown_p95_ratio,failure_rate\n",
     );
     for c in cells {
-        for (r, ((p50, p95), f)) in c.p50.iter().zip(&c.p95).zip(&c.failure_rate).enumerate() {
-            let _ = writeln!(s, "{},{},{r},{p50},{p95},{f}", c.scenario, c.writes);
+        for r in 0..c.p50.len() {
+            let _ = writeln!(
+                s,
+                "{},{},{r},{},{},{},{},{}",
+                c.scenario,
+                c.writes,
+                c.p50[r],
+                c.p95[r],
+                c.per_function_p50[r],
+                c.per_function_p95[r],
+                c.failure_rate[r]
+            );
         }
     }
     s
@@ -1466,7 +1487,7 @@ fn report_md(
         s,
         "## Tables\n\n`summary.json` (replication 0 of every run, DESIGN's schema), `invocations.parquet`, \
          `node_seconds.parquet`, `xds_transactions.parquet` (replication 0 of each scenario), \
-         `tipping_point.csv` (every replication of the tipping-point study), `policy_ablation.csv` \
+         `tipping_point.csv` (every replication of the tipping-point study, its ratios per invocation and per function), `policy_ablation.csv` \
          (the policy ablation's paired differences: mean and 95 % half-width per policy and mode)."
     );
     s
