@@ -1212,15 +1212,11 @@ fn tipping_table(summaries: &[(String, u32, Value)], base_writes: f64) -> Vec<Ti
                 let Some(base) = find(&reference, s.1) else {
                     continue;
                 };
-                c.p50
-                    .push(metric(&s.2, "slowdown.p50") / metric(&base.2, "slowdown.p50"));
-                c.p95
-                    .push(metric(&s.2, "slowdown.p95") / metric(&base.2, "slowdown.p95"));
-                let per_function = |m: &str| metric(&s.2, m) / metric(&base.2, m);
-                c.per_function_p50
-                    .push(per_function("per_function_slowdown.p50"));
-                c.per_function_p95
-                    .push(per_function("per_function_slowdown.p95"));
+                let ratio = |m: &str| metric(&s.2, m) / metric(&base.2, m);
+                c.p50.push(ratio("slowdown.p50"));
+                c.p95.push(ratio("slowdown.p95"));
+                c.per_function_p50.push(ratio("per_function_slowdown.p50"));
+                c.per_function_p95.push(ratio("per_function_slowdown.p95"));
                 c.failure_rate.push(metric(&s.2, "failure_rate"));
             }
             cells.push(c);

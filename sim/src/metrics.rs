@@ -206,7 +206,7 @@ pub struct SlowdownSummary {
 }
 
 /// Per-function slowdown, the way the Dirigent and InVitro authors (the paper's group) read a
-/// trace replay: each function's slowdown is the geometric mean of its completed invocations'
+/// trace replay: each function's slowdown is the geometric mean of its invocations'
 /// slowdowns, and the quantiles are over functions, each counted once however often it is
 /// invoked (`eth-easl/dirigent`, `artifact_evaluation/plot_azure_500.py`: `responseTime /
 /// requestedDuration`, `groupby(function).slowdown.apply(stats.gmean)`, CDF over functions).
@@ -286,8 +286,9 @@ pub struct ScenarioSummary {
     /// End-to-end / uncontended execution time of completed invocations (log-bucketed
     /// histogram, 0.8 % precision; `max` exact).
     pub slowdown: SlowdownSummary,
-    /// Slowdown per function (geometric mean over its completed invocations), quantiles over
-    /// functions: the Dirigent/InVitro reading of a replay (an addition to DESIGN.md's schema).
+    /// Slowdown per function (geometric mean over its invocations, failed ones with their time
+    /// to failure), quantiles over functions: the Dirigent/InVitro reading of a replay (an
+    /// addition to DESIGN.md's schema).
     pub per_function_slowdown: PerFunctionSlowdown,
     /// The cold invocations' wait for their pod, s.
     pub cold_start_s: ColdStartSummary,
@@ -325,15 +326,14 @@ impl Collector {
             Some(reason) => {
                 self.failed += 1;
                 *self.by_reason.entry(reason).or_insert(0) += 1;
-                self.per_function_add(r.function, r.end_to_end_ns as f64 / r.exec_ns.max(1) as f64);
             }
             None => {
                 self.completed += 1;
                 self.slowdown
                     .record((r.slowdown * SLOWDOWN_SCALE).round() as u64);
-                self.per_function_add(r.function, r.slowdown);
             }
         }
+        self.record_per_function(r);
         if r.cold {
             self.cold += 1;
             if r.failure.is_none() {
@@ -341,12 +341,16 @@ impl Collector {
             }
         }
     }
-}
 
-impl Collector {
-    fn per_function_add(&mut self, function: u32, slowdown: f64) {
+    /// Adds `r` to its function's running log-sum (see [`PerFunctionSlowdown`]: a failed
+    /// invocation with its time to failure, nothing below 1x).
+    fn record_per_function(&mut self, r: &InvocationRecord) {
+        let slowdown = match r.failure {
+            Some(_) => r.end_to_end_ns as f64 / r.exec_ns.max(1) as f64,
+            None => r.slowdown,
+        };
         if slowdown >= 1.0 {
-            let e = self.per_function.entry(function).or_insert((0.0, 0));
+            let e = self.per_function.entry(r.function).or_insert((0.0, 0));
             e.0 += slowdown.ln();
             e.1 += 1;
         }
@@ -385,7 +389,7 @@ pub fn per_function_slowdowns<'a>(
 ) -> Vec<f64> {
     let mut c = Collector::default();
     for r in records {
-        c.record(r);
+        c.record_per_function(r);
     }
     c.per_function_values()
 }
