@@ -397,6 +397,11 @@ pub struct KnativeConfig {
     pub max_scale_up_rate: f64,
     /// Largest scale-down divisor per decision (knative `max-scale-down-rate`: 2).
     pub max_scale_down_rate: f64,
+    /// Upper bound on a revision's pods, applied to the autoscaler's decision before the
+    /// deployment is scaled (knative `autoscaling.knative.dev/max-scale`; 0 = unbounded, the
+    /// default of config-autoscaler's `max-scale`). InVitro deploys its trace functions with
+    /// 200.
+    pub max_scale: u32,
     /// Target burst capacity (knative default 211): the activator stays on the request path
     /// while `ready pods x per-pod target - panic concurrency < tbc` (proxy mode); -1 keeps it
     /// on the path always (as InVitro deploys functions).
@@ -470,6 +475,7 @@ impl Default for KnativeConfig {
             scale_to_zero_grace_s: 30,
             max_scale_up_rate: 1000.0,
             max_scale_down_rate: 2.0,
+            max_scale: 0,
             target_burst_capacity: 211,
             container_concurrency: 0,
             activator_probe_period_ms: 200,
@@ -725,6 +731,7 @@ impl SimConfig {
             1.0,
             1e6,
         )?;
+        c.range("knative.max_scale", n.max_scale, 0, 100_000)?;
         c.range(
             "knative.target_burst_capacity",
             n.target_burst_capacity,

@@ -1816,7 +1816,13 @@ impl Simulation {
                     });
                 }
             }
-            self.apply_target(rev, d.desired);
+            let max_scale = self.cfg.knative.max_scale;
+            let applied = if max_scale > 0 {
+                d.desired.min(max_scale)
+            } else {
+                d.desired
+            };
+            self.apply_target(rev, applied);
             let rv = &mut self.revs[rev as usize];
             let idle = rv.live == 0
                 && rv.target == 0

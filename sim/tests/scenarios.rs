@@ -199,6 +199,26 @@ fn kpa_panic_entry_and_exit() {
 }
 
 #[test]
+fn max_scale_bounds_the_pods_but_not_the_decision() {
+    // The burst of kpa_panic_entry_and_exit wants 3 pods; with max-scale 2 the deployment gets
+    // 2 (Knative clamps the scale it applies, `applyBounds`), while the autoscaler's own
+    // decision, which the log records, still says 3. Without a bound (0) it gets 3.
+    let mut cfg = exact_cfg();
+    cfg.knative.gateway_cpu_us = 0;
+    cfg.knative.activator_cpu_us = 0;
+    cfg.knative.queue_proxy_cpu_us = 0;
+    let invs = || (0..150).map(|_| inv(0, 0, SEC)).collect::<Vec<_>>();
+    let unbounded = simulate(&cfg, 1, invs());
+    assert_eq!(unbounded.pods_started, 3);
+    cfg.knative.max_scale = 2;
+    let r = simulate(&cfg, 1, invs());
+    assert_eq!(r.pods_started, 2);
+    let log = r.autoscaler.unwrap();
+    assert_eq!(log.iter().map(|d| d.desired).max(), Some(3));
+    assert_eq!(r.summary.completed, 150);
+}
+
+#[test]
 fn no_capacity_is_counted_not_dropped() {
     let mut cfg = exact_cfg();
     cfg.cluster.workers = 1;
