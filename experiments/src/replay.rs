@@ -25,6 +25,10 @@ pub struct ReplayArgs {
     /// Minutes to replay, from the first minute column of the trace.
     #[arg(long, default_value_t = 30)]
     pub minutes: u32,
+    /// Minute columns to skip before the replayed window, to replay another stretch of the
+    /// trace (InVitro's loader always starts at the first column, the default).
+    #[arg(long, default_value_t = 0)]
+    pub skip_minutes: u32,
     /// Root seed: same seed and config give the same results, byte for byte.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -210,7 +214,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         .map(|p| scenario_config(&base, p, a.policies.as_deref()))
         .collect::<Result<Vec<_>>>()?;
     let full = load_trace(&a.trace)?;
-    let trace = Arc::new(full.window(a.minutes)?);
+    let trace = Arc::new(full.window_after(a.skip_minutes, a.minutes)?);
     let opts = RunOptions {
         seed: a.seed,
         replication: 0,
@@ -293,6 +297,7 @@ pub fn write_run_json(
         "git_revision": env!("MESHSIM_GIT_REV"),
         "meshsim_version": env!("CARGO_PKG_VERSION"),
         "trace": trace.source,
+        "first_minute": trace.first_minute,
         "minutes": trace.minutes,
         "command": std::env::args().collect::<Vec<_>>(),
         "event_digest": format!("{digest:016x}"),

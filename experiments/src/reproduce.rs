@@ -61,8 +61,13 @@ pub struct ReproduceArgs {
     /// Trace (directory or `embedded:<name>`).
     #[arg(long, default_value = crate::trace_cmd::DEFAULT_TRACE)]
     pub trace: String,
+    /// Minutes to replay.
     #[arg(long, default_value_t = 30)]
     pub minutes: u32,
+    /// Minute columns to skip before the replayed window (default 0: from the first, as
+    /// InVitro's loader replays).
+    #[arg(long, default_value_t = 0)]
+    pub skip_minutes: u32,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Base simulation config (TOML); the mesh profile is set per scenario. Default: Knative
@@ -178,7 +183,8 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
     let wall = std::time::Instant::now();
     let base = reproduce_base(a.config.as_deref())?;
     let data = MeshData::load(a.calibration.as_deref())?;
-    let trace = Arc::new(crate::trace_cmd::load_trace(&a.trace)?.window(a.minutes)?);
+    let trace =
+        Arc::new(crate::trace_cmd::load_trace(&a.trace)?.window_after(a.skip_minutes, a.minutes)?);
 
     let mut jobs = Vec::new();
     for (name, profile) in SCENARIOS {
@@ -1335,11 +1341,15 @@ fn report_md(
     let _ = writeln!(s, "# meshsim reproduce\n");
     let _ = writeln!(
         s,
-        "Trace `{}`, first {} minutes; seed {}; {} replication(s) per scenario (replication r uses the \
+        "Trace `{}`, {}; seed {}; {} replication(s) per scenario (replication r uses the \
          named random streams of (seed, r)); shipped calibration unless `--calibration` was given. \
          Produced by `meshsim reproduce` (git {}) in {:.1} s wall.\n",
         a.trace,
-        a.minutes,
+        if a.skip_minutes == 0 {
+            format!("first {} minutes", a.minutes)
+        } else {
+            format!("{} minutes after the first {}", a.minutes, a.skip_minutes)
+        },
         a.seed,
         a.replications,
         env!("MESHSIM_GIT_REV"),

@@ -7,6 +7,7 @@
 //! name = "workers-by-load"
 //! trace = "embedded:azure-250"   # default; also a directory
 //! minutes = 30                   # default 30
+//! skip_minutes = 0               # default 0: minute columns skipped before the window
 //! seed = 42                      # root seed; replication r runs with (seed, r)
 //! replications = 2               # default 1
 //! # base = "my-config.toml"      # optional base SimConfig (relative to the grid file)
@@ -17,6 +18,7 @@
 //! load_scale = [0.5, 1.0]        # special: multiplies every per-minute count
 //! # trace = ["embedded:azure-100", "embedded:azure-250"]   # special
 //! # minutes = [10, 30]                                     # special
+//! # skip_minutes = [0, 30, 60]                             # special: other stretches
 //! ```
 //! Any field of the simulator config can be an axis, by its dotted path (`knative.stable_window_s`,
 //! `cluster.cores_per_node`, ...): the value is set in the TOML form of the base config, which is
@@ -48,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Axes that are not config fields.
-const SPECIAL_AXES: [&str; 3] = ["trace", "minutes", "load_scale"];
+const SPECIAL_AXES: [&str; 4] = ["trace", "minutes", "skip_minutes", "load_scale"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +61,9 @@ pub struct Grid {
     pub trace: String,
     #[serde(default = "default_minutes")]
     pub minutes: u32,
+    /// Minute columns skipped before the replayed window (0: from the first, as InVitro).
+    #[serde(default)]
+    pub skip_minutes: u32,
     #[serde(default = "default_seed")]
     pub seed: u64,
     #[serde(default = "default_replications")]
@@ -201,27 +206,40 @@ impl Grid {
         Ok(SimConfig::from_toml_str(&text, &label)?)
     }
 
-    /// The trace spec, window and load scale of a point.
-    fn workload(&self, p: &Point) -> Result<(String, u32, f64)> {
-        let mut spec = (self.trace.clone(), self.minutes, 1.0);
+    /// The trace spec, window (minutes, skipped minutes) and load scale of a point.
+    fn workload(&self, p: &Point) -> Result<Workload> {
+        let mut spec = Workload {
+            trace: self.trace.clone(),
+            minutes: self.minutes,
+            skip_minutes: self.skip_minutes,
+            load_scale: 1.0,
+        };
         for (k, v) in &p.values {
             match k.as_str() {
                 "trace" => {
-                    spec.0 = v
+                    spec.trace = v
                         .as_str()
                         .ok_or_else(|| anyhow!("axis 'trace': expected strings, found {v}"))?
                         .to_owned()
                 }
                 "minutes" => {
-                    spec.1 = v
+                    spec.minutes = v
                         .as_integer()
                         .and_then(|m| u32::try_from(m).ok())
                         .ok_or_else(|| {
                             anyhow!("axis 'minutes': expected positive integers, found {v}")
                         })?
                 }
+                "skip_minutes" => {
+                    spec.skip_minutes = v
+                        .as_integer()
+                        .and_then(|m| u32::try_from(m).ok())
+                        .ok_or_else(|| {
+                            anyhow!("axis 'skip_minutes': expected integers >= 0, found {v}")
+                        })?
+                }
                 "load_scale" => {
-                    spec.2 = v
+                    spec.load_scale = v
                         .as_float()
                         .or_else(|| v.as_integer().map(|i| i as f64))
                         .filter(|x| x.is_finite() && *x > 0.0)
@@ -233,6 +251,27 @@ impl Grid {
             }
         }
         Ok(spec)
+    }
+}
+
+/// What a point replays: which trace, which stretch of it, at what load.
+#[derive(Debug, Clone)]
+struct Workload {
+    trace: String,
+    minutes: u32,
+    skip_minutes: u32,
+    load_scale: f64,
+}
+
+impl Workload {
+    /// Identifies the workload among a sweep's points (the load scale by its bits).
+    fn key(&self) -> (String, u32, u32, u64) {
+        (
+            self.trace.clone(),
+            self.minutes,
+            self.skip_minutes,
+            self.load_scale.to_bits(),
+        )
     }
 }
 
@@ -438,12 +477,12 @@ pub fn run(a: SweepArgs) -> Result<()> {
     );
 
     // Load each distinct workload once and share it across runs.
-    let mut traces: BTreeMap<(String, u32, u64), Arc<Trace>> = BTreeMap::new();
+    let mut traces: BTreeMap<(String, u32, u32, u64), Arc<Trace>> = BTreeMap::new();
     for p in &pending {
-        let (spec, minutes, scale) = grid.workload(p)?;
-        let key = (spec.clone(), minutes, scale.to_bits());
-        if let std::collections::btree_map::Entry::Vacant(slot) = traces.entry(key) {
-            let t = load_trace(&spec)?.window(minutes)?;
+        let w = grid.workload(p)?;
+        if let std::collections::btree_map::Entry::Vacant(slot) = traces.entry(w.key()) {
+            let t = load_trace(&w.trace)?.window_after(w.skip_minutes, w.minutes)?;
+            let scale = w.load_scale;
             slot.insert(Arc::new(if scale == 1.0 { t } else { t.scaled(scale) }));
         }
     }
@@ -454,8 +493,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
     let work = || {
         pending.par_iter().for_each(|p| {
             let r = (|| -> Result<()> {
-                let (spec, minutes, scale) = grid.workload(p)?;
-                let trace = &traces[&(spec, minutes, scale.to_bits())];
+                let trace = &traces[&grid.workload(p)?.key()];
                 let cfg = grid.config_for(&base, p)?;
                 let opts = RunOptions {
                     seed: grid.seed,

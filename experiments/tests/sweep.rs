@@ -189,3 +189,73 @@ fn the_shipped_grids_are_valid() {
         "expected grid.toml and tipping.toml, found {checked}"
     );
 }
+
+#[test]
+fn skip_minutes_replays_a_later_stretch_as_replay_does() {
+    // A sweep point with `skip_minutes = 4` runs what `meshsim replay --skip-minutes 4` runs
+    // (same trace window, seed and replication 0): the same invocations and slowdowns.
+    let d = tempfile::tempdir().unwrap();
+    let g = grid(
+        d.path(),
+        "skip_minutes = [0, 4]\n\"mesh.profile\" = [\"none\"]",
+    );
+    let out = d.path().join("o");
+    ok(&["sweep", "--grid", &g, "--out", out.to_str().unwrap()]);
+    let rows = frame(&out.join("sweep.parquet"));
+    let metric = |skip: i64, name: &str| -> f64 {
+        let (sk, rp, m, v) = (
+            rows.column("skip_minutes").unwrap().i64().unwrap(),
+            rows.column("replication").unwrap().u32().unwrap(),
+            rows.column("metric").unwrap().str().unwrap(),
+            rows.column("value").unwrap().f64().unwrap(),
+        );
+        let hits: Vec<f64> = (0..rows.height())
+            .filter(|&i| sk.get(i) == Some(skip) && rp.get(i) == Some(0) && m.get(i) == Some(name))
+            .filter_map(|i| v.get(i))
+            .collect();
+        assert_eq!(hits.len(), 1, "{name} at skip {skip}: {hits:?}");
+        hits[0]
+    };
+    let rep = d.path().join("r");
+    ok(&[
+        "replay",
+        "--trace",
+        "embedded:azure-100",
+        "--minutes",
+        "4",
+        "--skip-minutes",
+        "4",
+        "--seed",
+        "5",
+        "--mesh",
+        "none",
+        "--no-invocations",
+        "--out",
+        rep.to_str().unwrap(),
+    ]);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rep.join("summary.json")).unwrap()).unwrap();
+    let s = &summary["scenarios"]["no-mesh"];
+    assert_eq!(s["invocations"].as_f64().unwrap(), metric(4, "invocations"));
+    assert_eq!(
+        s["slowdown"]["p95"].as_f64().unwrap(),
+        metric(4, "slowdown.p95")
+    );
+    assert_ne!(metric(0, "invocations"), metric(4, "invocations"));
+    assert_eq!(summary["trace"]["first_minute"], 484);
+    // Too far: the error names the window and what the trace has left.
+    let o = meshsim(&[
+        "replay",
+        "--trace",
+        "embedded:azure-100",
+        "--minutes",
+        "4",
+        "--skip-minutes",
+        "478",
+        "--out",
+        d.path().join("bad").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("expected 1..=2"), "{err}");
+}

@@ -9,6 +9,7 @@ fn replay_into(out: &Path, seed: u64, minutes: u32) {
     replay::run(ReplayArgs {
         trace: "embedded:azure-250".to_owned(),
         minutes,
+        skip_minutes: 0,
         seed,
         config: None,
         out: out.to_path_buf(),

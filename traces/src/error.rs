@@ -75,10 +75,13 @@ pub enum TraceErrorKind {
     PercentilesOutOfOrder { lower: String, upper: String },
     /// The trace has no function rows.
     EmptyTrace,
-    /// The requested window is empty or longer than the trace.
+    /// The requested window is empty or longer than the minute columns left after the skipped
+    /// ones.
     BadWindow { requested: u32, available: u32 },
-    /// The window holds no invocation at all.
-    EmptyWindow { minutes: u32 },
+    /// More minute columns skipped than the trace has (at least one must be left).
+    BadSkip { skip: u32, available: u32 },
+    /// The window (after `skip` minute columns) holds no invocation at all.
+    EmptyWindow { skip: u32, minutes: u32 },
     /// A parameter of a trace tool (sampler, generator) is out of range.
     InvalidParameter {
         name: &'static str,
@@ -137,9 +140,18 @@ impl fmt::Display for TraceError {
                 f,
                 "window of {requested} minutes: expected 1..={available} (the trace's minute columns)"
             ),
-            K::EmptyWindow { minutes } => write!(
+            K::BadSkip { skip, available } => write!(
+                f,
+                "{skip} minute columns skipped: expected 0..={} (the trace has {available})",
+                available.saturating_sub(1)
+            ),
+            K::EmptyWindow { skip: 0, minutes } => write!(
                 f,
                 "no invocation in the first {minutes} minutes: expected at least one"
+            ),
+            K::EmptyWindow { skip, minutes } => write!(
+                f,
+                "no invocation in the {minutes} minutes after the first {skip}: expected at least one"
             ),
             K::InvalidParameter { name, expected } => {
                 write!(f, "invalid parameter {name}: expected {expected}")

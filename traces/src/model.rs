@@ -143,34 +143,55 @@ impl Trace {
     /// Errors when `minutes` is 0 or more than the trace holds, or when the window holds no
     /// invocation at all.
     pub fn window(&self, minutes: u32) -> Result<Trace> {
+        self.window_after(0, minutes)
+    }
+
+    /// `minutes` minute columns after the first `skip` ones: another stretch of the same
+    /// functions (a sensitivity study over the trace's hours; InVitro itself always replays
+    /// from the first column). `first_minute` of the result names its first column.
+    ///
+    /// Errors when `skip` leaves no column, when `minutes` is 0 or more than the columns left,
+    /// or when the window holds no invocation at all.
+    pub fn window_after(&self, skip: u32, minutes: u32) -> Result<Trace> {
         let here = || Location::file(format!("{}/invocations.csv", self.source));
-        if minutes == 0 || minutes > self.minutes {
+        if skip >= self.minutes {
             return Err(TraceError::new(
                 here(),
-                TraceErrorKind::BadWindow {
-                    requested: minutes,
+                TraceErrorKind::BadSkip {
+                    skip,
                     available: self.minutes,
                 },
             ));
         }
+        let left = self.minutes - skip;
+        if minutes == 0 || minutes > left {
+            return Err(TraceError::new(
+                here(),
+                TraceErrorKind::BadWindow {
+                    requested: minutes,
+                    available: left,
+                },
+            ));
+        }
+        let (from, to) = (skip as usize, (skip + minutes) as usize);
         let functions: Vec<Function> = self
             .functions
             .iter()
             .map(|f| Function {
-                per_minute: f.per_minute[..minutes as usize].to_vec(),
+                per_minute: f.per_minute[from..to].to_vec(),
                 ..f.clone()
             })
             .collect();
         let t = Trace {
             source: self.source.clone(),
-            first_minute: self.first_minute,
+            first_minute: self.first_minute + skip,
             minutes,
             functions,
         };
         if t.invocations() == 0 {
             return Err(TraceError::new(
                 here(),
-                TraceErrorKind::EmptyWindow { minutes },
+                TraceErrorKind::EmptyWindow { skip, minutes },
             ));
         }
         Ok(t)

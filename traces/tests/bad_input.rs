@@ -264,7 +264,51 @@ fn empty_or_too_long_window() {
     });
     r.unwrap();
     let err = read_dir(d.path()).unwrap().window(2).unwrap_err();
-    assert_eq!(err.kind, TraceErrorKind::EmptyWindow { minutes: 2 });
+    assert_eq!(
+        err.kind,
+        TraceErrorKind::EmptyWindow {
+            skip: 0,
+            minutes: 2
+        }
+    );
+}
+
+#[test]
+fn window_after_skipped_minutes() {
+    let t = read_dir(&example()).unwrap();
+    let w = t.window_after(10, 5).unwrap();
+    assert_eq!((w.first_minute, w.minutes), (t.first_minute + 10, 5));
+    for (a, b) in w.functions.iter().zip(&t.functions) {
+        assert_eq!(a.per_minute, b.per_minute[10..15]);
+    }
+    assert_eq!(t.window_after(0, 30).unwrap(), t.window(30).unwrap());
+    // The last column alone is a window (the example has no invocation there); one more is not.
+    let err = t.window_after(1439, 1).unwrap_err();
+    assert_eq!(
+        err.kind,
+        TraceErrorKind::EmptyWindow {
+            skip: 1439,
+            minutes: 1
+        }
+    );
+    assert!(err.to_string().contains("after the first 1439"), "{err}");
+    let err = t.window_after(1439, 2).unwrap_err();
+    assert_eq!(
+        err.kind,
+        TraceErrorKind::BadWindow {
+            requested: 2,
+            available: 1
+        }
+    );
+    let err = t.window_after(1440, 1).unwrap_err();
+    assert_eq!(
+        err.kind,
+        TraceErrorKind::BadSkip {
+            skip: 1440,
+            available: 1440
+        }
+    );
+    assert!(err.to_string().contains("0..=1439"), "{err}");
 }
 
 #[test]
