@@ -259,3 +259,35 @@ fn skip_minutes_replays_a_later_stretch_as_replay_does() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("expected 1..=2"), "{err}");
 }
+
+#[test]
+fn the_samples_script_keeps_paper_sized_samples_and_sweeps_them() {
+    // Seed 1 draws a 200-function sample with ~21,000 invocations in 30 minutes (kept), seed
+    // 22 one holding the 105,000-invocation function (left out).
+    let d = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sweep/samples.sh");
+    let out = d.path().join("s");
+    let o = Command::new("bash")
+        .arg(&script)
+        .args([out.to_str().unwrap(), "1 22"])
+        .env("MESHSIM", env!("CARGO_BIN_EXE_meshsim"))
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(log.contains("seed 1: ") && log.contains(", kept"), "{log}");
+    assert!(
+        log.contains("seed 22: ") && log.contains("left out"),
+        "{log}"
+    );
+    let rows = frame(&out.join("sweep/sweep.parquet"));
+    // One trace x {none, istio-policies} x 3 replications.
+    assert_eq!(rows.column("point").unwrap().n_unique().unwrap(), 6);
+    let traces = rows.column("trace").unwrap().str().unwrap();
+    assert!((0..traces.len()).all(|i| traces.get(i).is_some_and(|t| t.ends_with("/s1"))));
+}
