@@ -222,22 +222,8 @@ impl Grid {
                         .ok_or_else(|| anyhow!("axis 'trace': expected strings, found {v}"))?
                         .to_owned()
                 }
-                "minutes" => {
-                    spec.minutes = v
-                        .as_integer()
-                        .and_then(|m| u32::try_from(m).ok())
-                        .ok_or_else(|| {
-                            anyhow!("axis 'minutes': expected positive integers, found {v}")
-                        })?
-                }
-                "skip_minutes" => {
-                    spec.skip_minutes = v
-                        .as_integer()
-                        .and_then(|m| u32::try_from(m).ok())
-                        .ok_or_else(|| {
-                            anyhow!("axis 'skip_minutes': expected integers >= 0, found {v}")
-                        })?
-                }
+                "minutes" => spec.minutes = axis_u32(k, v, "positive integers")?,
+                "skip_minutes" => spec.skip_minutes = axis_u32(k, v, "integers >= 0")?,
                 "load_scale" => {
                     spec.load_scale = v
                         .as_float()
@@ -252,6 +238,13 @@ impl Grid {
         }
         Ok(spec)
     }
+}
+
+/// A special axis's value as a `u32` (range checks beyond that are the trace window's).
+fn axis_u32(axis: &str, v: &toml::Value, expected: &str) -> Result<u32> {
+    v.as_integer()
+        .and_then(|m| u32::try_from(m).ok())
+        .ok_or_else(|| anyhow!("axis '{axis}': expected {expected}, found {v}"))
 }
 
 /// What a point replays: which trace, which stretch of it, at what load.
