@@ -26,8 +26,9 @@ for s in $SEEDS; do
   dir="$OUT/s$s"
   "$MESHSIM" trace sample --trace embedded:azure-500 --functions 200 --seed "$s" --out "$dir" >/dev/null
   n=$("$MESHSIM" trace stats --trace "$dir" --minutes 30 | awk '$1 == "invocations" { print $2 }')
+  [[ $n =~ ^[0-9]+$ ]] || { echo "seed $s: no invocation count in 'meshsim trace stats' output" >&2; exit 1; }
   if (( n >= 20000 && n <= 45000 )); then
-    kept+=("\"$dir\"")
+    kept+=("'$dir'")   # TOML literal strings: no escapes inside
     echo "seed $s: $n invocations in 30 min, kept"
   else
     echo "seed $s: $n invocations in 30 min, left out"
@@ -42,7 +43,7 @@ name = "samples"
 minutes = 30
 seed = 42
 replications = 3
-base = "$HERE/../../models/profiles/invitro-knative.toml"
+base = '$HERE/../../models/profiles/invitro-knative.toml'
 
 [axes]
 trace = [$traces]

@@ -22,7 +22,7 @@ pub struct ReplayArgs {
     /// Trace directory (invocations.csv, durations.csv, memory.csv) or `embedded:<name>`.
     #[arg(long, default_value = DEFAULT_TRACE)]
     pub trace: String,
-    /// Minutes to replay, from the first minute column of the trace.
+    /// Minutes to replay, from the first minute column of the trace (after `--skip-minutes`).
     #[arg(long, default_value_t = 30)]
     pub minutes: u32,
     /// Minute columns to skip before the replayed window, to replay another stretch of the

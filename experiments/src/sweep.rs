@@ -29,13 +29,16 @@
 //! times the replications, numbered from 0 in that order. `--shard i/n` runs the points whose
 //! number is `i` modulo `n`, so the assignment depends only on the grid. Each finished point is
 //! written atomically to `<out>/points/<number>-<id>.parquet`; a rerun skips the points whose file
-//! exists, so an interrupted sweep loses no finished point. At the end the shard's points are
+//! exists, so an interrupted sweep loses no finished point. `<out>/sweep.json` records what the
+//! points share (name, trace, minutes, skip_minutes, seed, base config and calibration hashes):
+//! a rerun into the same folder with any of them changed is refused, naming the fields, rather
+//! than mixing two sweeps' points (axis values and replications may grow). At the end the shard's points are
 //! concatenated into `<out>/sweep.parquet`. `meshsim merge` concatenates shard outputs into one
 //! table, sorted by point number, which equals the unsharded table.
 
-use crate::output::write_atomic;
+use crate::output::{write_atomic, write_json};
 use crate::progress::Progress;
-use crate::replay::{MeshData, load_config};
+use crate::replay::{MeshData, config_hash, load_config};
 use crate::trace_cmd::{DEFAULT_TRACE, load_trace};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
@@ -240,6 +243,66 @@ impl Grid {
     }
 }
 
+/// What every point of a sweep shares besides its axis values and replication: the grid's name
+/// and workload fields, the base config and the calibration. A point's file is named by its
+/// axis values only, so a rerun into the same folder may take a finished point as its own only
+/// when all of these are unchanged (`<out>/sweep.json`). Axis values and replications may grow.
+fn manifest(grid: &Grid, base: &SimConfig) -> Result<serde_json::Value> {
+    let calibration = match &grid.calibration {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            format!("{:016x}", meshsim_traces::rng::fnv1a(&bytes))
+        }
+        None => "shipped".to_owned(),
+    };
+    Ok(serde_json::json!({
+        "name": grid.name,
+        "trace": grid.trace,
+        "minutes": grid.minutes,
+        "skip_minutes": grid.skip_minutes,
+        "seed": grid.seed,
+        "base_config_hash": config_hash(base),
+        "calibration_hash": calibration,
+    }))
+}
+
+/// Writes the manifest into a new output folder, or checks it against the one there: points
+/// finished under another manifest are another sweep's, and resuming over them is refused with
+/// the fields that differ. (A folder written before manifests existed is adopted as it is.)
+fn check_manifest(out: &Path, want: &serde_json::Value) -> Result<()> {
+    let path = out.join("sweep.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let have: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
+                format!("{}: expected the sweep's JSON manifest", path.display())
+            })?;
+            if &have != want {
+                let fields = want
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, v)| have.get(k.as_str()) != Some(v))
+                    .map(|(k, v)| {
+                        format!(
+                            "{k}: {} there, {v} now",
+                            have.get(k.as_str()).unwrap_or(&serde_json::Value::Null)
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                bail!(
+                    "{} holds the points of another sweep ({}); give another --out, or remove it to start over",
+                    out.display(),
+                    fields.join("; ")
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_json(&path, want),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// A special axis's value as a `u32` (range checks beyond that are the trace window's).
 fn axis_u32(axis: &str, v: &toml::Value, expected: &str) -> Result<u32> {
     v.as_integer()
@@ -325,7 +388,8 @@ impl std::str::FromStr for Shard {
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
-    /// The grid file (TOML): axes over config fields, trace, minutes, load_scale; replications.
+    /// The grid file (TOML): axes over config fields, trace, minutes, skip_minutes, load_scale;
+    /// replications.
     #[arg(long)]
     pub grid: PathBuf,
     /// Output directory (finished points in `<out>/points/`, the table in `<out>/sweep.parquet`).
@@ -455,6 +519,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
         .collect();
     let dir = a.out.join("points");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    check_manifest(&a.out, &manifest(&grid, &base)?)?;
     let pending: Vec<&Point> = points
         .iter()
         .filter(|p| !dir.join(p.file_name()).exists())
@@ -474,7 +539,9 @@ pub fn run(a: SweepArgs) -> Result<()> {
     for p in &pending {
         let w = grid.workload(p)?;
         if let std::collections::btree_map::Entry::Vacant(slot) = traces.entry(w.key()) {
-            let t = load_trace(&w.trace)?.window_after(w.skip_minutes, w.minutes)?;
+            let t = load_trace(&w.trace)?
+                .window_after(w.skip_minutes, w.minutes)
+                .with_context(|| format!("point {} ({})", p.index, describe(&p.values)))?;
             let scale = w.load_scale;
             slot.insert(Arc::new(if scale == 1.0 { t } else { t.scaled(scale) }));
         }

@@ -28,9 +28,13 @@ pub struct StatsArgs {
     /// `embedded:<name>` (azure-250, azure-100, azure-500, invitro-example).
     #[arg(long, default_value = DEFAULT_TRACE)]
     pub trace: String,
-    /// Minutes to look at, from the first minute column of the trace (0 = all).
+    /// Minutes to look at, from the first minute column of the trace (after `--skip-minutes`;
+    /// 0 = all).
     #[arg(long, default_value_t = 30)]
     pub minutes: u32,
+    /// Minute columns to skip first (0: from the first, as `meshsim replay` by default).
+    #[arg(long, default_value_t = 0)]
+    pub skip_minutes: u32,
     /// Also write the statistics as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -89,10 +93,12 @@ pub fn run(cmd: TraceCommand) -> Result<()> {
     match cmd {
         TraceCommand::Stats(a) => {
             let trace = load_trace(&a.trace)?;
-            let trace = if a.minutes == 0 {
-                trace
-            } else {
-                trace.window(a.minutes)?
+            let trace = match (a.skip_minutes, a.minutes) {
+                (0, 0) => trace,
+                // All columns after the skipped ones (a skip past the end is window_after's
+                // error).
+                (skip, 0) => trace.window_after(skip, trace.minutes.saturating_sub(skip).max(1))?,
+                (skip, minutes) => trace.window_after(skip, minutes)?,
             };
             let stats = TraceStats::of(&trace);
             crate::outln!("{}", stats.to_string().trim_end());

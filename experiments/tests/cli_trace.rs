@@ -34,6 +34,30 @@ fn stats_on_the_bundled_default() {
 }
 
 #[test]
+fn stats_of_a_later_stretch() {
+    // The second half-hour of the bundled sample (minute columns 510..539), and all columns
+    // after the first 450 (the last half-hour, 930..959).
+    let o = meshsim(&["trace", "stats", "--skip-minutes", "30", "--minutes", "30"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = stdout(&o);
+    assert!(s.contains("minutes 510..=539"), "{s}");
+    assert!(s.contains("invocations      33198"), "{s}");
+    let o = meshsim(&["trace", "stats", "--skip-minutes", "450", "--minutes", "0"]);
+    let s = stdout(&o);
+    assert!(
+        s.contains("minutes 930..=959") && s.contains("invocations      38695"),
+        "{s}"
+    );
+    let o = meshsim(&["trace", "stats", "--skip-minutes", "480", "--minutes", "0"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("480 minute columns skipped: expected 0..=479"),
+        "{err}"
+    );
+}
+
+#[test]
 fn stats_json_and_other_samples() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("s.json");

@@ -114,6 +114,52 @@ fn resume_skips_finished_points_and_bad_axes_are_named() {
     assert!(msg.contains("(3 already done)"), "{msg}");
     assert!(first.equals_missing(&frame(&out.join("sweep.parquet"))));
 
+    // The same folder with another top-level workload is another sweep: refused, naming the
+    // field, instead of taking its finished points as this one's.
+    let other = d.path().join("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&g)
+            .unwrap()
+            .replace("minutes = 4", "minutes = 4\nskip_minutes = 10"),
+    )
+    .unwrap();
+    let o = meshsim(&[
+        "sweep",
+        "--grid",
+        other.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("another sweep") && err.contains("skip_minutes: 0 there, 10 now"),
+        "{err}"
+    );
+    // A window past the trace's end names the point.
+    let far = d.path().join("far.toml");
+    std::fs::write(
+        &far,
+        std::fs::read_to_string(&g)
+            .unwrap()
+            .replace("load_scale = [0.5, 1.0]", "skip_minutes = [0, 478]"),
+    )
+    .unwrap();
+    let o = meshsim(&[
+        "sweep",
+        "--grid",
+        far.to_str().unwrap(),
+        "--out",
+        d.path().join("f").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("skip_minutes=478") && err.contains("expected 1..=2"),
+        "{err}"
+    );
+
     let bad = grid(d.path(), "\"cluster.wrokers\" = [1]");
     let o = meshsim(&[
         "sweep",

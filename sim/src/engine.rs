@@ -114,6 +114,7 @@ pub struct AutoscalerRecord {
     pub ready_pods: u32,
     pub stable_concurrency: f64,
     pub panic_concurrency: f64,
+    /// The autoscaler's decision, before `knative.max_scale` bounds the scale applied.
     pub desired: u32,
     pub panicking: bool,
     pub serve_mode: bool,

@@ -138,7 +138,7 @@ impl fmt::Display for TraceError {
                 available,
             } => write!(
                 f,
-                "window of {requested} minutes: expected 1..={available} (the trace's minute columns)"
+                "window of {requested} minutes: expected 1..={available} (the minute columns left in the trace)"
             ),
             K::BadSkip { skip, available } => write!(
                 f,
