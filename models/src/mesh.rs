@@ -60,6 +60,11 @@ pub struct MeshProfile {
     /// Enabled policies (names of [`POLICIES`]).
     #[serde(default)]
     pub policies: Vec<String>,
+    /// Policies this mesh cannot enforce (names of [`POLICIES`]): enabling one, in the file or
+    /// with `--policies`, is an error naming it (Linkerd: no global rate limit, no circuit
+    /// breaking).
+    #[serde(default)]
+    pub unsupported_policies: Vec<String>,
     pub data_plane: DataPlane,
     #[serde(default)]
     pub pod: PodInjection,
@@ -363,7 +368,8 @@ pub struct PolicyParams {
     pub rate_limit_service_cpu_us: f64,
     /// The limit's shared state is a node-local cache (no RPC to the control-plane node).
     pub rate_limit_node_local: bool,
-    /// Circuit breaking: maximum concurrent requests to one pod.
+    /// Circuit breaking: maximum concurrent requests to a revision's pods together (Envoy's
+    /// `max_requests`, per upstream cluster).
     pub cb_max_requests: u32,
     /// Outlier detection: consecutive 5xx that eject a pod.
     pub cb_consecutive_5xx: u32,
@@ -566,6 +572,29 @@ impl MeshProfile {
                     format!("policies[{i}]"),
                     p.clone(),
                     POLICIES.join(", "),
+                ));
+            }
+        }
+        for (i, p) in self.unsupported_policies.iter().enumerate() {
+            if policy_index(p).is_none() {
+                return Err(bad(
+                    format!("unsupported_policies[{i}]"),
+                    p.clone(),
+                    POLICIES.join(", "),
+                ));
+            }
+        }
+        for (i, p) in self.policies.iter().enumerate() {
+            if self.unsupported_policies.contains(p) {
+                let supported: Vec<&str> = POLICIES
+                    .iter()
+                    .copied()
+                    .filter(|q| !self.unsupported_policies.iter().any(|u| u == q))
+                    .collect();
+                return Err(bad(
+                    format!("policies[{i}]"),
+                    p.clone(),
+                    format!("a policy {} supports: {}", self.name, supported.join(", ")),
                 ));
             }
         }
@@ -857,6 +886,37 @@ mod tests {
             ..MeshSelection::default()
         };
         assert_eq!(hl.resolve().unwrap().data_plane.boot_us(), 2000.0);
+    }
+
+    #[test]
+    fn linkerd_refuses_the_policies_it_lacks() {
+        let l = MeshProfile::builtin("linkerd").unwrap();
+        for p in ["rate_limit", "circuit_breaker"] {
+            let err = l
+                .clone()
+                .with_policies(&["mtls".into(), p.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("policies[1]") && err.contains(p), "{err}");
+            assert!(err.contains("linkerd supports: jwt, ports, authz"), "{err}");
+        }
+        assert!(
+            l.clone()
+                .with_policies(&["mtls".into(), "retry".into()])
+                .is_ok()
+        );
+        // Istio enforces all nine; a misspelt unsupported policy is named too.
+        let all: Vec<String> = POLICIES.iter().map(|s| s.to_string()).collect();
+        assert!(
+            MeshProfile::builtin("istio")
+                .unwrap()
+                .with_policies(&all)
+                .is_ok()
+        );
+        let mut bad = l;
+        bad.unsupported_policies.push("ratelimit".into());
+        let err = bad.with_policies(&[]).unwrap_err().to_string();
+        assert!(err.contains("unsupported_policies[2]"), "{err}");
     }
 
     #[test]

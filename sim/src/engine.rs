@@ -313,6 +313,9 @@ struct Rev {
     buffered_live: u32,
     /// Requests the activator forwarded that are not answered yet.
     via_activator: u32,
+    /// Requests sent to one of its pods and not answered yet (what a proxy's circuit breaker
+    /// counts for the revision's cluster).
+    at_pods: u32,
     window: ConcurrencyWindow,
     mode: DataPathMode,
     /// Step of the revision-level scale writes in progress.
@@ -465,6 +468,7 @@ impl Simulation {
                 buffer: VecDeque::new(),
                 buffered_live: 0,
                 via_activator: 0,
+                at_pods: 0,
                 window: ConcurrencyWindow::new(kn.stable_window_s),
                 mode: DataPathMode::Proxy,
                 chain: None,
@@ -874,6 +878,7 @@ impl Simulation {
             function,
             pod,
             pod_in_flight: pod.map_or(0, |p| self.pods[p as usize].in_flight),
+            rev_in_flight: self.revs[function as usize].at_pods,
         };
         let decision = self.mesh.hop(&ctx);
         self.drain_mesh_actions();
@@ -1164,8 +1169,10 @@ impl Simulation {
         r.state = ReqState::Active;
         r.set_steps(&steps[..n]);
         let mem = f64::from(r.memory_mb);
+        let function = r.function;
         let p = &mut self.pods[pod as usize];
         p.in_flight += 1;
+        self.revs[function as usize].at_pods += 1;
         if mem > p.footprint_mib {
             let delta = mem - p.footprint_mib;
             p.footprint_mib = mem;
@@ -1198,6 +1205,7 @@ impl Simulation {
         };
         let mut next = None;
         if r.pod != NO_POD {
+            self.revs[r.function as usize].at_pods -= 1;
             let p = &mut self.pods[r.pod as usize];
             p.in_flight -= 1;
             if r.via_activator {

@@ -69,8 +69,11 @@ pub struct HopCtx {
     pub function: u32,
     /// The target pod ([`HopPoint::Pod`] only).
     pub pod: Option<u32>,
-    /// Requests the target pod already holds ([`HopPoint::Pod`] only; for circuit breaking).
+    /// Requests the target pod already holds ([`HopPoint::Pod`] only).
     pub pod_in_flight: u32,
+    /// Requests the revision's pods already hold, all together: what Envoy's circuit breaker
+    /// counts against `max_requests` for the upstream cluster ([`HopPoint::Pod`] only).
+    pub rev_in_flight: u32,
 }
 
 /// What happens to a request at a hop point.

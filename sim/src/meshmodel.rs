@@ -17,7 +17,8 @@
 //! origination.
 //! Stateful policies are played out:
 //! - **global rate limit**: a fixed window per function; the check is an RPC to a rate-limit
-//!   service on the control-plane node (or a node-local cache) with its own FIFO queue and CPU;
+//!   service on the control-plane node (or a node-local cache, which answers on the request's
+//!   node but keeps the cluster-wide count: taken as coherent) with its own FIFO queue and CPU;
 //!   the request waits for the answer; over the limit it fails `rate-limited`;
 //! - **mTLS**: a handshake on every new connection to a pod (connections are kept per pod and
 //!   grow with its concurrent requests): CPU = the calibration's measured full handshake
@@ -29,8 +30,9 @@
 //! - **retries**: an attempt answers 5xx with `policy.upstream_5xx_rate` (0 in the trace); the
 //!   proxy retries up to `retry_attempts` times, each attempt paying the hop again; then
 //!   `retries-exhausted`;
-//! - **circuit breaking**: a pod holding `cb_max_requests` requests refuses more
-//!   (`circuit-open`); `cb_consecutive_5xx` consecutive 5xx eject it for `cb_ejection_ms`.
+//! - **circuit breaking**: a revision whose pods hold `cb_max_requests` requests together
+//!   refuses more (`circuit-open`; Envoy's `max_requests` counts per upstream cluster);
+//!   `cb_consecutive_5xx` consecutive 5xx eject a pod for `cb_ejection_ms`.
 //!
 //! Memory: resident per proxy (pod sidecars through their container, the activator's, per-node
 //! and waypoint proxies at time 0), per connection, and the control plane's.
@@ -528,7 +530,7 @@ impl MeshModel {
                 });
             }
         }
-        if self.cb && (st.ejected_until > now || ctx.pod_in_flight >= q.cb_max_requests) {
+        if self.cb && (st.ejected_until > now || ctx.rev_in_flight >= q.cb_max_requests) {
             return HopDecision::Reject {
                 hop,
                 reason: FailureReason::CircuitOpen,

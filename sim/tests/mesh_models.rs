@@ -116,6 +116,7 @@ fn simulate_with(
     Simulation::new(cfg, &specs, mesh, opts).run(invs.into_iter(), n, &mut |_, _| {})
 }
 
+/// A request for `pod`, the revision's only busy pod, which holds `in_flight` requests.
 fn pod_ctx(now: u64, pod: u32, in_flight: u32) -> HopCtx {
     HopCtx {
         now: SimTime(now),
@@ -124,6 +125,7 @@ fn pod_ctx(now: u64, pod: u32, in_flight: u32) -> HopCtx {
         function: 0,
         pod: Some(pod),
         pod_in_flight: in_flight,
+        rev_in_flight: in_flight,
     }
 }
 
@@ -197,6 +199,22 @@ fn circuit_breaker_opens_at_its_limit_and_recovers() {
         }
     ));
     assert!(matches!(m.hop(&pod_ctx(MS, 0, 1)), HopDecision::Through(_)));
+    // Envoy counts max_requests per upstream cluster (the revision), not per host: an idle pod
+    // is refused too when the revision's other pods hold the limit.
+    schedule(&mut m, 1);
+    let idle_pod = HopCtx {
+        pod: Some(1),
+        pod_in_flight: 0,
+        rev_in_flight: 2,
+        ..pod_ctx(2 * MS, 1, 0)
+    };
+    assert!(matches!(
+        m.hop(&idle_pod),
+        HopDecision::Reject {
+            reason: FailureReason::CircuitOpen,
+            ..
+        }
+    ));
 
     // Outlier detection: 5 consecutive 5xx eject the pod for 30 s, then it serves again.
     let mut p = profile("istio", &["circuit_breaker"]);
