@@ -371,6 +371,15 @@ pub struct PolicyParams {
     /// Circuit breaking: maximum concurrent requests to a revision's pods together (Envoy's
     /// `max_requests`, per upstream cluster).
     pub cb_max_requests: u32,
+    /// Circuit breaking: connections the calling proxy opens to a revision's pods together
+    /// (Envoy's `max_connections`, Istio's `tcp.maxConnections`). With HTTP/1.1 a connection
+    /// carries one request at a time, so once the revision's pods hold this many requests a new
+    /// one waits for a connection in the proxy's pending queue.
+    pub cb_max_connections: u32,
+    /// Circuit breaking: requests that may wait for a connection to a revision's pods
+    /// (Envoy's `max_pending_requests`, Istio's `http1MaxPendingRequests`); beyond, the proxy
+    /// answers 503 at once (`circuit-open`).
+    pub cb_max_pending_requests: u32,
     /// Outlier detection: consecutive 5xx that eject a pod.
     pub cb_consecutive_5xx: u32,
     /// Outlier detection: ejection time, ms.
@@ -420,6 +429,8 @@ impl Default for PolicyParams {
             rate_limit_service_cpu_us: 0.0,
             rate_limit_node_local: false,
             cb_max_requests: 1024,
+            cb_max_connections: 1024,
+            cb_max_pending_requests: 1024,
             cb_consecutive_5xx: 5,
             cb_ejection_ms: 30_000,
             retry_attempts: 2,
@@ -742,6 +753,18 @@ impl MeshProfile {
             1e6,
         )?;
         c.range("policy.cb_max_requests", q.cb_max_requests, 1, u32::MAX)?;
+        c.range(
+            "policy.cb_max_connections",
+            q.cb_max_connections,
+            1,
+            u32::MAX,
+        )?;
+        c.range(
+            "policy.cb_max_pending_requests",
+            q.cb_max_pending_requests,
+            0,
+            u32::MAX,
+        )?;
         c.range(
             "policy.cb_consecutive_5xx",
             q.cb_consecutive_5xx,

@@ -233,6 +233,14 @@ struct Req {
     via_activator: bool,
     /// An [`Ev::Timeout`] at its deadline is pending.
     timeout_armed: bool,
+    /// Waiting in the calling proxy for a connection to its revision's pods
+    /// ([`HopDecision::Pending`]) since `qp_wait_start`; it holds its pod (`pod`, counted in the
+    /// pod's `in_flight` so the pod stays) but not a connection (not in the revision's
+    /// `at_pods`).
+    parked: bool,
+    /// Holds a connection to its revision's pods (counted in the revision's `at_pods`): sent to
+    /// its pod and not refused by the pod's hop.
+    conn: bool,
 }
 
 const NO_POD: u32 = u32::MAX;
@@ -267,6 +275,8 @@ impl Req {
             proxy_hops: 0,
             via_activator: false,
             timeout_armed: false,
+            parked: false,
+            conn: false,
         }
     }
 
@@ -316,6 +326,8 @@ struct Rev {
     /// Requests sent to one of its pods and not answered yet (what a proxy's circuit breaker
     /// counts for the revision's cluster).
     at_pods: u32,
+    /// Requests waiting for a connection to its pods, in order ([`HopDecision::Pending`]).
+    parked: VecDeque<u32>,
     window: ConcurrencyWindow,
     mode: DataPathMode,
     /// Step of the revision-level scale writes in progress.
@@ -469,6 +481,7 @@ impl Simulation {
                 buffered_live: 0,
                 via_activator: 0,
                 at_pods: 0,
+                parked: VecDeque::new(),
                 window: ConcurrencyWindow::new(kn.stable_window_s),
                 mode: DataPathMode::Proxy,
                 chain: None,
@@ -770,7 +783,9 @@ impl Simulation {
         };
         n += 1;
         let before = n;
-        n = self.mesh_hop(HopPoint::GatewayOut, gw, inv.function, None, &mut steps, n);
+        n = self
+            .mesh_hop(HopPoint::GatewayOut, gw, inv.function, None, &mut steps, n)
+            .unwrap_or(n);
         let gateway_hops = u8::from(n > before);
         steps[n] = Step::Route;
         n += 1;
@@ -861,7 +876,8 @@ impl Simulation {
         r.proxy_hops = r.proxy_hops.saturating_add(u8::from(traversed));
     }
 
-    /// Appends the mesh's steps at a hop point; returns the new step count.
+    /// Appends the mesh's steps at a hop point; returns the new step count, or `None` when the
+    /// request must wait for a connection ([`HopDecision::Pending`], pod hops only).
     fn mesh_hop(
         &mut self,
         point: HopPoint,
@@ -870,7 +886,7 @@ impl Simulation {
         pod: Option<u32>,
         steps: &mut [Step; MAX_STEPS],
         mut n: usize,
-    ) -> usize {
+    ) -> Option<usize> {
         let ctx = HopCtx {
             now: SimTime(self.now),
             point,
@@ -879,11 +895,13 @@ impl Simulation {
             pod,
             pod_in_flight: pod.map_or(0, |p| self.pods[p as usize].in_flight),
             rev_in_flight: self.revs[function as usize].at_pods,
+            rev_pending: self.revs[function as usize].parked.len() as u32,
         };
         let decision = self.mesh.hop(&ctx);
         self.drain_mesh_actions();
         let (hop, fail) = match decision {
-            HopDecision::Pass => return n,
+            HopDecision::Pending if point == HopPoint::Pod => return None,
+            HopDecision::Pass | HopDecision::Pending => return Some(n),
             HopDecision::Through(h) => (h, None),
             HopDecision::Reject { hop, reason } => (hop, Some(reason)),
         };
@@ -906,7 +924,7 @@ impl Simulation {
             steps[n] = Step::Fail(reason);
             n += 1;
         }
-        n
+        Some(n)
     }
 
     /// Lets the mesh model react to a cluster change, a timer or finished CPU work, and
@@ -1011,7 +1029,9 @@ impl Simulation {
         steps[n] = Step::Delay(self.hop_ns);
         n += 1;
         let before = n;
-        n = self.mesh_hop(HopPoint::Activator, act, rev, None, &mut steps, n);
+        n = self
+            .mesh_hop(HopPoint::Activator, act, rev, None, &mut steps, n)
+            .unwrap_or(n);
         self.count_proxy_hop(slot, n > before);
         steps[n] = Step::Cpu {
             node: act,
@@ -1146,15 +1166,15 @@ impl Simulation {
         steps[n] = Step::Delay(self.hop_ns);
         n += 1;
         let before = n;
-        n = self.mesh_hop(
-            HopPoint::Pod,
-            node,
-            self.reqs[slot as usize].function,
-            Some(pod),
-            &mut steps,
-            n,
-        );
+        let function = self.reqs[slot as usize].function;
+        let Some(after) = self.mesh_hop(HopPoint::Pod, node, function, Some(pod), &mut steps, n)
+        else {
+            self.park(slot, pod);
+            return;
+        };
+        n = after;
         self.count_proxy_hop(slot, n > before);
+        let refused = n > before && matches!(steps[n - 1], Step::Fail(_));
         steps[n] = Step::Cpu {
             node,
             work_ns: self.cfg.knative.queue_proxy_cpu_us * US,
@@ -1169,16 +1189,57 @@ impl Simulation {
         r.state = ReqState::Active;
         r.set_steps(&steps[..n]);
         let mem = f64::from(r.memory_mb);
-        let function = r.function;
+        r.conn = !refused;
         let p = &mut self.pods[pod as usize];
         p.in_flight += 1;
-        self.revs[function as usize].at_pods += 1;
+        if !refused {
+            self.revs[function as usize].at_pods += 1;
+        }
         if mem > p.footprint_mib {
             let delta = mem - p.footprint_mib;
             p.footprint_mib = mem;
             p.rss_mib += delta;
             self.mem_change(node, delta);
         }
+    }
+
+    /// The calling proxy has no free connection to the revision's pods: the request waits in
+    /// its pending queue, holding its pod, until a request of the revision is answered
+    /// ([`Self::finish_req`] wakes the first), or until its deadline.
+    fn park(&mut self, slot: u32, pod: u32) {
+        let now = self.now;
+        let r = &mut self.reqs[slot as usize];
+        r.pod = pod;
+        r.state = ReqState::Active;
+        r.parked = true;
+        r.qp_wait_start = now;
+        // Nothing to run until a connection frees.
+        r.set_steps(&[]);
+        let (function, tag) = (r.function, r.tag);
+        if !r.timeout_armed {
+            r.timeout_armed = true;
+            let deadline = r.arrival + self.timeout_ns;
+            self.q
+                .push(SimTime(deadline.max(now)), Ev::Timeout { slot, tag });
+        }
+        self.pods[pod as usize].in_flight += 1;
+        self.revs[function as usize].parked.push_back(slot);
+    }
+
+    /// A connection to the revision's pods freed: the first request waiting for one goes on to
+    /// its pod (the mesh decides its hop again).
+    fn wake_parked(&mut self, rev: u32) {
+        let Some(slot) = self.revs[rev as usize].parked.pop_front() else {
+            return;
+        };
+        let now = self.now;
+        let r = &mut self.reqs[slot as usize];
+        r.parked = false;
+        r.queue_ns += now - r.qp_wait_start;
+        let pod = r.pod;
+        self.pods[pod as usize].in_flight -= 1;
+        self.forward_to_pod(slot, pod);
+        self.advance_req(slot);
     }
 
     fn finish_req(&mut self, slot: u32, failure: Option<FailureReason>) {
@@ -1204,8 +1265,12 @@ impl Simulation {
             (now - r.arrival, node, 0)
         };
         let mut next = None;
-        if r.pod != NO_POD {
+        // Its connection to the revision's pods frees (one parked request takes it, below).
+        let freed = r.conn;
+        if freed {
             self.revs[r.function as usize].at_pods -= 1;
+        }
+        if r.pod != NO_POD {
             let p = &mut self.pods[r.pod as usize];
             p.in_flight -= 1;
             if r.via_activator {
@@ -1268,6 +1333,9 @@ impl Simulation {
             w.queue_ns += now - w.qp_wait_start;
             self.start_exec(n);
         }
+        if freed {
+            self.wake_parked(rev);
+        }
         // A slot freed: the activator forwards what it holds for lack of capacity (through a
         // cluster IP, any answered request it forwarded frees a slot of its breaker).
         let slot_freed = if self.cluster_ip.is_some() {
@@ -1283,6 +1351,14 @@ impl Simulation {
     fn timeout(&mut self, slot: u32, tag: u32) {
         let r = &self.reqs[slot as usize];
         if r.tag != tag {
+            return;
+        }
+        if r.parked {
+            // Waiting in the calling proxy for a connection: its request timeout answers 504.
+            let (rev, waited) = (r.function as usize, self.now - r.qp_wait_start);
+            self.revs[rev].parked.retain(|&s| s != slot);
+            self.reqs[slot as usize].queue_ns += waited;
+            self.finish_req(slot, Some(FailureReason::Timeout));
             return;
         }
         if r.state == ReqState::Active && !r.started && r.pod != NO_POD {

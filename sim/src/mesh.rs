@@ -74,6 +74,8 @@ pub struct HopCtx {
     /// Requests the revision's pods already hold, all together: what Envoy's circuit breaker
     /// counts against `max_requests` for the upstream cluster ([`HopPoint::Pod`] only).
     pub rev_in_flight: u32,
+    /// Requests waiting for a connection to the revision's pods ([`HopDecision::Pending`]).
+    pub rev_pending: u32,
 }
 
 /// What happens to a request at a hop point.
@@ -88,6 +90,11 @@ pub enum HopDecision {
         hop: SidecarHop,
         reason: FailureReason,
     },
+    /// [`HopPoint::Pod`] only: the calling proxy has no free connection to the revision's pods
+    /// (its circuit breaker's connection limit). The request waits, in order, until one of the
+    /// revision's requests is answered, and the hop is then decided again. Elsewhere it counts
+    /// as [`HopDecision::Pass`].
+    Pending,
 }
 
 /// What kind of container the mesh injects.

@@ -30,9 +30,12 @@
 //! - **retries**: an attempt answers 5xx with `policy.upstream_5xx_rate` (0 in the trace); the
 //!   proxy retries up to `retry_attempts` times, each attempt paying the hop again; then
 //!   `retries-exhausted`;
-//! - **circuit breaking**: a revision whose pods hold `cb_max_requests` requests together
-//!   refuses more (`circuit-open`; Envoy's `max_requests` counts per upstream cluster);
-//!   `cb_consecutive_5xx` consecutive 5xx eject a pod for `cb_ejection_ms`.
+//! - **circuit breaking** (Envoy's thresholds count per upstream cluster, here a revision): once
+//!   the revision's pods hold `cb_max_connections` requests (HTTP/1.1, a request per
+//!   connection) a new one waits for a connection ([`HopDecision::Pending`]), and with
+//!   `cb_max_pending_requests` already waiting it overflows (`circuit-open`); with
+//!   `cb_max_requests` held it is refused too; `cb_consecutive_5xx` consecutive 5xx eject a
+//!   pod for `cb_ejection_ms`.
 //!
 //! Memory: resident per proxy (pod sidecars through their container, the activator's, per-node
 //! and waypoint proxies at time 0), per connection, and the control plane's.
@@ -490,6 +493,21 @@ impl MeshModel {
         let Some(pod) = ctx.pod else {
             return HopDecision::Through(self.pod_hop);
         };
+        if self.cb {
+            // The calling proxy's connection pool for the revision's cluster (HTTP/1.1: one
+            // request per connection): with every connection busy the request waits for one,
+            // unless the pending queue is full too, and then it overflows (503 at once).
+            let q = &self.profile.policy;
+            if ctx.rev_in_flight >= q.cb_max_connections {
+                if ctx.rev_pending >= q.cb_max_pending_requests {
+                    return HopDecision::Reject {
+                        hop: self.pod_hop,
+                        reason: FailureReason::CircuitOpen,
+                    };
+                }
+                return HopDecision::Pending;
+            }
+        }
         let now = ctx.now.0;
         let q = self.profile.policy.clone();
         let mut hop = self.pod_hop;

@@ -126,6 +126,7 @@ fn pod_ctx(now: u64, pod: u32, in_flight: u32) -> HopCtx {
         pod: Some(pod),
         pod_in_flight: in_flight,
         rev_in_flight: in_flight,
+        rev_pending: 0,
     }
 }
 
@@ -182,6 +183,54 @@ fn rate_limit_rejects_the_request_after_the_limit_in_a_window() {
     );
     assert_eq!(r.summary.failures_by_reason.get("rate-limited"), Some(&1));
     assert_eq!(r.summary.completed, 2);
+}
+
+#[test]
+fn circuit_breaker_queues_beyond_its_connections_and_overflows_beyond_pending() {
+    // The decision: with one connection and one pending place per revision, a request finds a
+    // connection, waits for one, or overflows.
+    let mut p = profile("istio", &["circuit_breaker"]);
+    p.policy.cb_max_connections = 1;
+    p.policy.cb_max_pending_requests = 1;
+    let mut m = model(&p, 1, false);
+    schedule(&mut m, 0);
+    let at = |held: u32, waiting: u32| HopCtx {
+        rev_pending: waiting,
+        ..pod_ctx(0, 0, held)
+    };
+    assert!(matches!(m.hop(&at(0, 0)), HopDecision::Through(_)));
+    assert!(matches!(m.hop(&at(1, 0)), HopDecision::Pending));
+    assert!(matches!(
+        m.hop(&at(1, 1)),
+        HopDecision::Reject {
+            reason: FailureReason::CircuitOpen,
+            ..
+        }
+    ));
+
+    // Played out: three requests reach the one pod together. The first runs, the second waits
+    // in the calling proxy for the first's connection and then runs, the third overflows.
+    let r = simulate(model(&p, 1, false), 1, vec![inv(0, 0, 100); 3]);
+    assert_eq!(r.summary.completed, 2);
+    assert_eq!(r.summary.failures_by_reason.get("circuit-open"), Some(&1));
+    assert_eq!(r.pods_started, 1);
+    let recs = r.invocations.unwrap();
+    let done: Vec<_> = recs.iter().filter(|x| x.failure.is_none()).collect();
+    let (first, second) = (done[0], done[1]);
+    assert_eq!(first.queue_ns, 0);
+    // The wait is the first one's time at its pod: its execution and what comes with it.
+    assert!(
+        second.queue_ns >= 100 * MS && second.queue_ns < 110 * MS,
+        "waited {} ns",
+        second.queue_ns
+    );
+    assert!(second.end_to_end_ns >= first.end_to_end_ns + 100 * MS);
+
+    // Defaults (1024 of each) never hold anything back here.
+    let p = profile("istio", &["circuit_breaker"]);
+    let r = simulate(model(&p, 1, false), 1, vec![inv(0, 0, 100); 3]);
+    assert_eq!(r.summary.completed, 3);
+    assert!(r.invocations.unwrap().iter().all(|x| x.queue_ns == 0));
 }
 
 #[test]
