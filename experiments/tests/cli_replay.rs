@@ -169,3 +169,54 @@ fn policies_flag_takes_the_names_its_help_lists_and_rejects_others() {
         "{err}"
     );
 }
+
+#[test]
+fn a_mesh_replay_writes_its_xds_transactions_table() {
+    // One row per xDS transaction (time, receiver, type, ack, bytes), as many as the summary
+    // counts, for a profile with a control plane; CDS, EDS, LDS and RDS all appear.
+    use polars::prelude::SerReader as _;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let o = meshsim(&[
+        "replay",
+        "--trace",
+        "embedded:azure-100",
+        "--minutes",
+        "2",
+        "--mesh",
+        "istio",
+        "--no-invocations",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let xds = &s["scenarios"]["istio"]["xds"];
+    let t = polars::prelude::ParquetReader::new(
+        std::fs::File::open(out.join("xds_transactions.parquet")).unwrap(),
+    )
+    .finish()
+    .unwrap();
+    for c in [
+        "scenario", "time_s", "proxy", "receiver", "node", "type", "ack", "bytes",
+    ] {
+        assert!(
+            t.column(c).is_ok(),
+            "missing column {c}: {:?}",
+            t.get_column_names()
+        );
+    }
+    assert!(t.height() > 0);
+    assert_eq!(t.height() as u64, xds["transactions"].as_u64().unwrap());
+    let b = t.column("bytes").unwrap().u64().unwrap();
+    let bytes: u64 = (0..b.len()).filter_map(|i| b.get(i)).sum();
+    assert_eq!(bytes, xds["bytes"].as_u64().unwrap());
+    let types = t.column("type").unwrap().str().unwrap();
+    for ty in ["cds", "eds", "lds", "rds"] {
+        assert!(
+            (0..t.height()).any(|i| types.get(i) == Some(ty)),
+            "no {ty} transaction"
+        );
+    }
+}
