@@ -293,6 +293,8 @@ struct Pod {
     node: Option<u16>,
     step: PodStep,
     in_flight: u32,
+    /// Of those, waiting in the calling proxy for a connection (holding no connection to it).
+    parked: u32,
     /// Of those, sent by the activator (what its proxy counts as the endpoint's active requests).
     via_activator: u32,
     /// Requests in the user container (bounded by the container concurrency).
@@ -893,7 +895,10 @@ impl Simulation {
             node,
             function,
             pod,
-            pod_in_flight: pod.map_or(0, |p| self.pods[p as usize].in_flight),
+            pod_in_flight: pod.map_or(0, |p| {
+                let p = &self.pods[p as usize];
+                p.in_flight - p.parked
+            }),
             rev_in_flight: self.revs[function as usize].at_pods,
             rev_pending: self.revs[function as usize].parked.len() as u32,
         };
@@ -1222,24 +1227,33 @@ impl Simulation {
             self.q
                 .push(SimTime(deadline.max(now)), Ev::Timeout { slot, tag });
         }
-        self.pods[pod as usize].in_flight += 1;
+        let p = &mut self.pods[pod as usize];
+        p.in_flight += 1;
+        p.parked += 1;
         self.revs[function as usize].parked.push_back(slot);
     }
 
     /// A connection to the revision's pods freed: the first request waiting for one goes on to
-    /// its pod (the mesh decides its hop again).
+    /// its pod (the mesh decides its hop again). One refused there (rate limit, an ejected pod)
+    /// takes no connection, so the next waiting one is tried, until one takes it.
     fn wake_parked(&mut self, rev: u32) {
-        let Some(slot) = self.revs[rev as usize].parked.pop_front() else {
-            return;
-        };
-        let now = self.now;
-        let r = &mut self.reqs[slot as usize];
-        r.parked = false;
-        r.queue_ns += now - r.qp_wait_start;
-        let pod = r.pod;
-        self.pods[pod as usize].in_flight -= 1;
-        self.forward_to_pod(slot, pod);
-        self.advance_req(slot);
+        while let Some(slot) = self.revs[rev as usize].parked.pop_front() {
+            let now = self.now;
+            let r = &mut self.reqs[slot as usize];
+            r.parked = false;
+            r.queue_ns += now - r.qp_wait_start;
+            let pod = r.pod;
+            let p = &mut self.pods[pod as usize];
+            p.in_flight -= 1;
+            p.parked -= 1;
+            self.forward_to_pod(slot, pod);
+            let r = &self.reqs[slot as usize];
+            let took = r.conn || r.parked;
+            self.advance_req(slot);
+            if took {
+                break;
+            }
+        }
     }
 
     fn finish_req(&mut self, slot: u32, failure: Option<FailureReason>) {
@@ -1355,8 +1369,9 @@ impl Simulation {
         }
         if r.parked {
             // Waiting in the calling proxy for a connection: its request timeout answers 504.
-            let (rev, waited) = (r.function as usize, self.now - r.qp_wait_start);
+            let (rev, pod, waited) = (r.function as usize, r.pod, self.now - r.qp_wait_start);
             self.revs[rev].parked.retain(|&s| s != slot);
+            self.pods[pod as usize].parked -= 1;
             self.reqs[slot as usize].queue_ns += waited;
             self.finish_req(slot, Some(FailureReason::Timeout));
             return;
@@ -1582,6 +1597,7 @@ impl Simulation {
             node: None,
             step: PodStep::CreateWrite,
             in_flight: 0,
+            parked: 0,
             via_activator: 0,
             executing: 0,
             waiting: VecDeque::new(),

@@ -226,6 +226,18 @@ fn circuit_breaker_queues_beyond_its_connections_and_overflows_beyond_pending() 
     );
     assert!(second.end_to_end_ns >= first.end_to_end_ns + 100 * MS);
 
+    // A woken request the pod's hop refuses (here: over the rate limit) takes no connection,
+    // so the next waiting one is woken at once instead of waiting for its deadline.
+    let mut p = profile("istio", &["circuit_breaker", "rate_limit"]);
+    p.policy.cb_max_connections = 1;
+    p.policy.cb_max_pending_requests = 10;
+    p.policy.rate_limit_requests = 1;
+    p.policy.rate_limit_window_ms = 60_000;
+    let r = simulate(model(&p, 1, false), 1, vec![inv(0, 0, 100); 4]);
+    assert_eq!(r.summary.completed, 1);
+    assert_eq!(r.summary.failures_by_reason.get("rate-limited"), Some(&3));
+    assert_eq!(r.summary.failures_by_reason.get("timeout"), None);
+
     // Defaults (1024 of each) never hold anything back here.
     let p = profile("istio", &["circuit_breaker"]);
     let r = simulate(model(&p, 1, false), 1, vec![inv(0, 0, 100); 3]);
