@@ -32,6 +32,24 @@ fn grid(dir: &Path, axes: &str) -> String {
     p.display().to_string()
 }
 
+/// Runs `meshsim sweep` on a copy of `grid` with one text replaced, into `out`; it must fail.
+/// Returns its stderr.
+fn variant_fails(grid: &str, (from, to): (&str, &str), out: &Path) -> String {
+    let variant = Path::new(grid).with_file_name("variant.toml");
+    let text = std::fs::read_to_string(grid).unwrap();
+    assert!(text.contains(from), "{from} not in {grid}");
+    std::fs::write(&variant, text.replace(from, to)).unwrap();
+    let o = meshsim(&[
+        "sweep",
+        "--grid",
+        variant.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 fn frame(path: &Path) -> polars::prelude::DataFrame {
     use polars::prelude::SerReader as _;
     polars::prelude::ParquetReader::new(std::fs::File::open(path).unwrap())
@@ -116,45 +134,17 @@ fn resume_skips_finished_points_and_bad_axes_are_named() {
 
     // The same folder with another top-level workload is another sweep: refused, naming the
     // field, instead of taking its finished points as this one's.
-    let other = d.path().join("other.toml");
-    std::fs::write(
-        &other,
-        std::fs::read_to_string(&g)
-            .unwrap()
-            .replace("minutes = 4", "minutes = 4\nskip_minutes = 10"),
-    )
-    .unwrap();
-    let o = meshsim(&[
-        "sweep",
-        "--grid",
-        other.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = variant_fails(&g, ("minutes = 4", "minutes = 4\nskip_minutes = 10"), &out);
     assert!(
         err.contains("another sweep") && err.contains("skip_minutes: 0 there, 10 now"),
         "{err}"
     );
     // A window past the trace's end names the point.
-    let far = d.path().join("far.toml");
-    std::fs::write(
-        &far,
-        std::fs::read_to_string(&g)
-            .unwrap()
-            .replace("load_scale = [0.5, 1.0]", "skip_minutes = [0, 478]"),
-    )
-    .unwrap();
-    let o = meshsim(&[
-        "sweep",
-        "--grid",
-        far.to_str().unwrap(),
-        "--out",
-        d.path().join("f").to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = variant_fails(
+        &g,
+        ("load_scale = [0.5, 1.0]", "skip_minutes = [0, 478]"),
+        &d.path().join("f"),
+    );
     assert!(
         err.contains("skip_minutes=478") && err.contains("expected 1..=2"),
         "{err}"
