@@ -848,16 +848,9 @@ impl Simulation {
                     self.queue_proxy_waits += 1;
                     self.queue_proxy_max_waiting =
                         self.queue_proxy_max_waiting.max(p.waiting.len() as u64);
-                    let now = self.now;
-                    let r = &mut self.reqs[slot as usize];
-                    r.qp_wait_start = now;
+                    self.reqs[slot as usize].qp_wait_start = self.now;
                     // The queue-proxy's timeout handler covers the wait for a slot.
-                    if !r.timeout_armed {
-                        r.timeout_armed = true;
-                        let deadline = r.arrival + self.timeout_ns;
-                        self.q
-                            .push(SimTime(deadline.max(now)), Ev::Timeout { slot, tag });
-                    }
+                    self.arm_deadline(slot);
                     return;
                 }
                 Step::Finish => {
@@ -1208,6 +1201,18 @@ impl Simulation {
         }
     }
 
+    /// Schedules the request's [`Ev::Timeout`] at its deadline, once.
+    fn arm_deadline(&mut self, slot: u32) {
+        let now = self.now;
+        let r = &mut self.reqs[slot as usize];
+        if !r.timeout_armed {
+            r.timeout_armed = true;
+            let (tag, deadline) = (r.tag, r.arrival + self.timeout_ns);
+            self.q
+                .push(SimTime(deadline.max(now)), Ev::Timeout { slot, tag });
+        }
+    }
+
     /// The calling proxy has no free connection to the revision's pods: the request waits in
     /// its pending queue, holding its pod, until a request of the revision is answered
     /// ([`Self::finish_req`] wakes the first), or until its deadline.
@@ -1220,13 +1225,8 @@ impl Simulation {
         r.qp_wait_start = now;
         // Nothing to run until a connection frees.
         r.set_steps(&[]);
-        let (function, tag) = (r.function, r.tag);
-        if !r.timeout_armed {
-            r.timeout_armed = true;
-            let deadline = r.arrival + self.timeout_ns;
-            self.q
-                .push(SimTime(deadline.max(now)), Ev::Timeout { slot, tag });
-        }
+        let function = r.function;
+        self.arm_deadline(slot);
         let p = &mut self.pods[pod as usize];
         p.in_flight += 1;
         p.parked += 1;
